@@ -1,0 +1,4 @@
+//! Writ's pure types and decisions. Nothing here opens a socket or touches storage.
+
+pub mod config;
+pub mod naming;
