@@ -1,1 +1,379 @@
-//! placeholder
+//! The Writ gateway: the HTTP front door, agent sessions, aggregation of upstream servers,
+//! and the request pipeline between them.
+
+mod catalog;
+pub mod error;
+mod front_door;
+mod pipeline;
+mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use writ_core::config::{Config, GatewayConfig};
+use writ_mcp::jsonrpc;
+use writ_mcp::revision::ProtocolVersion;
+use writ_mcp::upstream::{ListKind, Upstream, UpstreamEvent};
+
+use catalog::Catalog;
+pub use error::GatewayError;
+use sessions::Sessions;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Gateway {
+    config: GatewayConfig,
+    upstreams: Vec<Upstream>,
+    /// True per upstream once its lists have been fetched since it last became ready.
+    loaded: Vec<AtomicBool>,
+    catalog: Catalog,
+    sessions: Sessions,
+    /// Notifications for every agent stream (list changes), as JSON-RPC text.
+    notices: broadcast::Sender<String>,
+    allowed_origins: Vec<String>,
+    shutdown: CancellationToken,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Upstream(#[from] writ_mcp::upstream::UpstreamError),
+    #[error("could not listen on `{addr}`: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Gateway {
+    /// Starts every upstream (in the background) and the catalog that follows them.
+    fn start(
+        config: &Config,
+        listen: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StartError> {
+        let upstreams = config
+            .servers
+            .iter()
+            .map(|server| Upstream::start(server, shutdown.child_token()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let catalog = Catalog::new(
+            config.gateway.tool_names,
+            config.servers.iter().map(|s| s.name.clone()).collect(),
+        );
+        let (notices, _) = broadcast::channel(64);
+        let gateway = Arc::new(Self {
+            allowed_origins: allowed_origins(&config.gateway, listen),
+            config: config.gateway.clone(),
+            loaded: upstreams.iter().map(|_| AtomicBool::new(false)).collect(),
+            upstreams,
+            catalog,
+            sessions: Sessions::new(config.gateway.session_idle_timeout),
+            notices,
+            shutdown,
+        });
+        for index in 0..gateway.upstreams.len() {
+            tokio::spawn(follow_upstream(gateway.clone(), index));
+        }
+        tokio::spawn(sweep_sessions(gateway.clone()));
+        Ok(gateway)
+    }
+
+    /// Ready when every upstream is initialised and its lists are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.upstreams
+            .iter()
+            .zip(&self.loaded)
+            .all(|(u, loaded)| u.is_ready() && loaded.load(Ordering::Acquire))
+    }
+
+    fn capabilities(&self) -> Value {
+        let offered = Catalog::offered(&self.upstreams);
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("tools".into(), json!({ "listChanged": true }));
+        for (kind, value) in [
+            ("prompts", json!({ "listChanged": true })),
+            ("resources", json!({ "listChanged": true })),
+            ("completions", json!({})),
+            ("logging", json!({})),
+        ] {
+            if offered.contains_key(kind) {
+                capabilities.insert(kind.into(), value);
+            }
+        }
+        Value::Object(capabilities)
+    }
+
+    fn server_info() -> Value {
+        json!({ "name": "writ", "title": "Writ MCP gateway", "version": env!("CARGO_PKG_VERSION") })
+    }
+
+    fn initialize_result(&self, version: ProtocolVersion) -> Value {
+        json!({
+            "protocolVersion": version.as_str(),
+            "capabilities": self.capabilities(),
+            "serverInfo": Self::server_info(),
+            "instructions": self.instructions(),
+        })
+    }
+
+    fn discover_result(&self) -> Value {
+        let mut capabilities = self.capabilities();
+        // List changes reach agents only on session-era GET streams for now.
+        if let Some(map) = capabilities.as_object_mut() {
+            for kind in ["tools", "prompts", "resources"] {
+                if let Some(Value::Object(cap)) = map.get_mut(kind) {
+                    cap.remove("listChanged");
+                }
+            }
+        }
+        json!({
+            "supportedVersions": ProtocolVersion::ALL.map(ProtocolVersion::as_str),
+            "capabilities": capabilities,
+            "instructions": self.instructions(),
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": { "io.modelcontextprotocol/serverInfo": Self::server_info() },
+        })
+    }
+
+    /// The upstreams' own instructions, each under its server's name.
+    fn instructions(&self) -> String {
+        let mut text =
+            String::from("Tools from several MCP servers, reached through the Writ gateway.");
+        for upstream in &self.upstreams {
+            if let Some(instructions) = upstream.info().and_then(|i| i.instructions.clone()) {
+                text.push_str(&format!("\n\n## {}\n{}", upstream.name(), instructions));
+            }
+        }
+        text
+    }
+}
+
+/// The gateway's own origins, plus the configured ones, in lowercase without a trailing slash.
+fn allowed_origins(config: &GatewayConfig, listen: SocketAddr) -> Vec<String> {
+    let mut origins: Vec<String> = config
+        .allowed_origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
+    if let Some(public) = &config.public_url {
+        let origin: String = public.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        origins.push(origin.to_ascii_lowercase());
+    }
+    let port = listen.port();
+    origins.push(format!("http://{listen}"));
+    if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+        origins.push(format!("http://localhost:{port}"));
+        origins.push(format!("http://127.0.0.1:{port}"));
+        origins.push(format!("http://[::1]:{port}"));
+    }
+    origins
+}
+
+/// Keeps one upstream's part of the catalog fresh and tells agents when it changed.
+async fn follow_upstream(gateway: Arc<Gateway>, index: usize) {
+    let Some(upstream) = gateway.upstreams.get(index).cloned() else {
+        return;
+    };
+    let mut events = upstream.events();
+    if upstream.is_ready() {
+        refresh(
+            &gateway,
+            index,
+            &upstream,
+            &[ListKind::Tools, ListKind::Prompts, ListKind::Resources],
+        )
+        .await;
+    }
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = gateway.shutdown.cancelled() => return,
+        };
+        match event {
+            Ok(UpstreamEvent::Ready) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                refresh(
+                    &gateway,
+                    index,
+                    &upstream,
+                    &[ListKind::Tools, ListKind::Prompts, ListKind::Resources],
+                )
+                .await;
+            }
+            Ok(UpstreamEvent::ListChanged(kind)) => {
+                refresh(&gateway, index, &upstream, &[kind]).await
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn refresh(gateway: &Gateway, index: usize, upstream: &Upstream, kinds: &[ListKind]) {
+    for &kind in kinds {
+        match gateway.catalog.refresh(index, upstream, kind).await {
+            Ok(()) => {
+                let method = match kind {
+                    ListKind::Tools => "notifications/tools/list_changed",
+                    ListKind::Prompts => "notifications/prompts/list_changed",
+                    ListKind::Resources => "notifications/resources/list_changed",
+                };
+                let _ = gateway
+                    .notices
+                    .send(jsonrpc::notification_text(method, None));
+            }
+            Err(err) => tracing::warn!(server = %upstream.name(), %err, "could not fetch lists"),
+        }
+    }
+    if let Some(loaded) = gateway.loaded.get(index) {
+        loaded.store(true, Ordering::Release);
+    }
+}
+
+async fn sweep_sessions(gateway: Arc<Gateway>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(30)) => gateway.sessions.sweep(),
+            () = gateway.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The HTTP routes, without a socket (usable from tests with `tower::ServiceExt`).
+pub fn app(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/mcp",
+            axum::routing::post(front_door::post)
+                .get(front_door::get)
+                .delete(front_door::delete),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(gateway)
+}
+
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    let servers: serde_json::Map<String, Value> = gateway
+        .upstreams
+        .iter()
+        .map(|u| (u.name().to_string(), Value::Bool(u.is_ready())))
+        .collect();
+    let ready = gateway.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "ready": ready, "servers": servers })),
+    )
+        .into_response()
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Binds the listener and starts serving; upstreams connect in the background.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.gateway.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.gateway.listen,
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let gateway = Gateway::start(config, local_addr, shutdown.clone())?;
+        let router = app(gateway.clone());
+        let drain = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { drain.cancelled().await });
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "the HTTP server stopped");
+            }
+        });
+        Ok(Self {
+            local_addr,
+            gateway,
+            shutdown,
+            server,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The `/mcp` URL on the bound address.
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.local_addr)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.gateway.is_ready()
+    }
+
+    /// Waits until every upstream is ready, or `within` passes; true when ready.
+    pub async fn wait_ready(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.gateway.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// A token that, when cancelled, starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, drains in-flight calls (up to `drain`), then stops upstreams.
+    pub async fn shutdown(self, drain: Duration) {
+        self.shutdown.cancel();
+        self.finish(drain).await;
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains like `shutdown`.
+    pub async fn run_until_shutdown(self, drain: Duration) {
+        self.shutdown.cancelled().await;
+        self.finish(drain).await;
+    }
+
+    async fn finish(self, drain: Duration) {
+        let mut server = self.server;
+        if tokio::time::timeout(drain, &mut server).await.is_err() {
+            tracing::warn!("in-flight calls did not finish within {drain:?}; stopping anyway");
+            server.abort();
+        }
+        for upstream in &self.gateway.upstreams {
+            upstream.stop().await;
+        }
+    }
+}

@@ -4,5 +4,6 @@
 
 pub mod jsonrpc;
 pub mod revision;
+pub mod server;
 pub mod sse;
 pub mod upstream;

@@ -169,16 +169,16 @@ impl HttpLink {
         if let Some(listener) = listener {
             listener.abort();
         }
-        if let Some(session) = self.shared.session() {
-            if let Some(id) = session.id {
-                let request = self
-                    .shared
-                    .client
-                    .delete(&self.shared.url)
-                    .headers(self.shared.headers.clone())
-                    .header(SESSION_HEADER, id);
-                let _ = tokio::time::timeout(Duration::from_secs(2), request.send()).await;
-            }
+        if let Some(session) = self.shared.session()
+            && let Some(id) = session.id
+        {
+            let request = self
+                .shared
+                .client
+                .delete(&self.shared.url)
+                .headers(self.shared.headers.clone())
+                .header(SESSION_HEADER, id);
+            let _ = tokio::time::timeout(Duration::from_secs(2), request.send()).await;
         }
     }
 }
@@ -300,10 +300,10 @@ impl Shared {
     async fn reinitialize(self: &Arc<Self>, seen: Option<u64>) -> Result<(), UpstreamError> {
         let _guard = self.init_lock.lock().await;
         let current = self.session();
-        if let (Some(current), Some(seen)) = (&current, seen) {
-            if current.generation != seen {
-                return Ok(());
-            }
+        if let (Some(current), Some(seen)) = (&current, seen)
+            && current.generation != seen
+        {
+            return Ok(());
         }
         let generation = current.map_or(1, |s| s.generation + 1);
         *self.session.write().unwrap_or_else(PoisonError::into_inner) = None;

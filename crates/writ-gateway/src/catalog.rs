@@ -1,0 +1,374 @@
+//! Aggregation: every upstream's tools, prompts and resources merged behind one `/mcp`.
+//!
+//! Tools and prompts are exposed as `server.name`; resources keep their URIs (a URI is the
+//! resource's identity and clients show it), and a read is routed to the server that
+//! listed the URI, or whose template's fixed prefix it starts with. The merged lists keep
+//! config order of servers and each server's own order, so pages are stable.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use writ_core::config::ToolNames;
+use writ_core::naming::{self, ServerName};
+use writ_mcp::jsonrpc;
+use writ_mcp::upstream::{ListKind, Upstream, UpstreamError};
+
+/// One server's lists, with names already as agents see them.
+#[derive(Debug, Default, Clone)]
+struct ServerLists {
+    tools: Arc<Vec<Box<RawValue>>>,
+    tool_names: Arc<HashSet<String>>,
+    prompts: Arc<Vec<Box<RawValue>>>,
+    resources: Arc<Vec<Box<RawValue>>>,
+    templates: Arc<Vec<Box<RawValue>>>,
+    resource_uris: Arc<Vec<String>>,
+    template_prefixes: Arc<Vec<String>>,
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    names: ToolNames,
+    /// In config order; index = position of the server.
+    servers: Vec<ServerName>,
+    lists: RwLock<Vec<ServerLists>>,
+}
+
+/// Which list a `*/list` request reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListName {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl ListName {
+    pub fn result_key(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    fn capability(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources | Self::ResourceTemplates => "resources",
+        }
+    }
+}
+
+impl Catalog {
+    pub fn new(names: ToolNames, servers: Vec<ServerName>) -> Self {
+        let lists = RwLock::new(vec![ServerLists::default(); servers.len()]);
+        Self {
+            names,
+            servers,
+            lists,
+        }
+    }
+
+    /// The name an agent sees for an upstream tool or prompt.
+    pub fn expose(&self, server: &ServerName, name: &str) -> Option<String> {
+        match self.names {
+            ToolNames::Bare => naming::is_valid_tool_name(name).then(|| name.to_owned()),
+            ToolNames::Namespaced => naming::namespaced(server, name).ok(),
+        }
+    }
+
+    /// Resolves an exposed tool or prompt name to its server (by index) and upstream name.
+    pub fn resolve<'n>(&self, exposed: &'n str) -> Option<(usize, &'n str)> {
+        match self.names {
+            ToolNames::Bare => (!self.servers.is_empty()).then_some((0, exposed)),
+            ToolNames::Namespaced => {
+                let (server, name) = naming::split_namespaced(exposed)?;
+                let index = self.servers.iter().position(|s| s.as_str() == server)?;
+                Some((index, name))
+            }
+        }
+    }
+
+    /// True when `exposed` is a tool some upstream currently lists.
+    pub fn has_tool(&self, exposed: &str) -> bool {
+        let lists = self
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((index, _)) = self.resolve(exposed) else {
+            return false;
+        };
+        lists
+            .get(index)
+            .is_some_and(|l| l.tool_names.contains(exposed))
+    }
+
+    /// The server that serves resource `uri`: the one that listed it, else the one whose
+    /// template prefix matches, else the only server with resources.
+    pub fn resource_server(&self, uri: &str) -> Option<usize> {
+        let lists = self
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(index) = lists
+            .iter()
+            .position(|l| l.resource_uris.iter().any(|u| u == uri))
+        {
+            return Some(index);
+        }
+        let by_template = lists
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                l.template_prefixes
+                    .iter()
+                    .filter(|p| uri.starts_with(p.as_str()))
+                    .map(|p| (p.len(), i))
+                    .max()
+            })
+            .max();
+        if let Some((_, index)) = by_template {
+            return Some(index);
+        }
+        let with_resources: Vec<usize> = lists
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.resources.is_empty() || !l.templates.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        match with_resources.as_slice() {
+            [only] => Some(*only),
+            [] if self.servers.len() == 1 => Some(0),
+            _ => None,
+        }
+    }
+
+    /// One page of a merged list, and the cursor of the next page.
+    pub fn page(
+        &self,
+        list: ListName,
+        cursor: Option<&str>,
+        page_size: usize,
+    ) -> Result<(Vec<Box<RawValue>>, Option<String>), String> {
+        let start = match cursor {
+            None => 0,
+            Some(cursor) => decode_cursor(cursor)
+                .ok_or_else(|| format!("cursor `{cursor}` is not one Writ issued"))?,
+        };
+        let lists = self
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let all = lists.iter().flat_map(|l| match list {
+            ListName::Tools => l.tools.iter(),
+            ListName::Prompts => l.prompts.iter(),
+            ListName::Resources => l.resources.iter(),
+            ListName::ResourceTemplates => l.templates.iter(),
+        });
+        let mut page: Vec<Box<RawValue>> = all.skip(start).take(page_size + 1).cloned().collect();
+        let next = (page.len() > page_size).then(|| encode_cursor(start + page_size));
+        page.truncate(page_size);
+        Ok((page, next))
+    }
+
+    /// Fetches one kind of list from one upstream (all its pages) and stores it.
+    pub async fn refresh(
+        &self,
+        index: usize,
+        upstream: &Upstream,
+        kind: ListKind,
+    ) -> Result<(), UpstreamError> {
+        let Some(info) = upstream.info() else {
+            return Ok(());
+        };
+        let lists: &[ListName] = match kind {
+            ListKind::Tools => &[ListName::Tools],
+            ListKind::Prompts => &[ListName::Prompts],
+            ListKind::Resources => &[ListName::Resources, ListName::ResourceTemplates],
+        };
+        for &list in lists {
+            let items = if info.has(list.capability()) {
+                fetch_all(upstream, list).await?
+            } else {
+                Vec::new()
+            };
+            let server = upstream.name();
+            let mut exposed = Vec::with_capacity(items.len());
+            let mut keys = Vec::new();
+            for mut item in items {
+                match list {
+                    ListName::Tools | ListName::Prompts => {
+                        let Some(name) = item.get("name").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        let Some(shown) = self.expose(server, name) else {
+                            tracing::warn!(server = %server, name, "skipping an item whose exposed name would not be a valid MCP name");
+                            continue;
+                        };
+                        keys.push(shown.clone());
+                        item.insert("name".into(), Value::String(shown));
+                    }
+                    ListName::Resources => {
+                        keys.extend(item.get("uri").and_then(Value::as_str).map(str::to_owned))
+                    }
+                    ListName::ResourceTemplates => {
+                        if let Some(template) = item.get("uriTemplate").and_then(Value::as_str) {
+                            keys.push(template.split('{').next().unwrap_or_default().to_owned());
+                        }
+                    }
+                }
+                exposed.push(jsonrpc::to_raw(&item));
+            }
+            let mut all = self
+                .lists
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(slot) = all.get_mut(index) else {
+                return Ok(());
+            };
+            match list {
+                ListName::Tools => {
+                    slot.tools = Arc::new(exposed);
+                    slot.tool_names = Arc::new(keys.into_iter().collect());
+                }
+                ListName::Prompts => slot.prompts = Arc::new(exposed),
+                ListName::Resources => {
+                    slot.resources = Arc::new(exposed);
+                    slot.resource_uris = Arc::new(keys);
+                }
+                ListName::ResourceTemplates => {
+                    slot.templates = Arc::new(exposed);
+                    slot.template_prefixes =
+                        Arc::new(keys.into_iter().filter(|p| !p.is_empty()).collect());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which kinds of list any upstream offers, for the capabilities Writ declares.
+    pub fn offered(upstreams: &[Upstream]) -> HashMap<&'static str, bool> {
+        let mut offered = HashMap::new();
+        for upstream in upstreams {
+            if let Some(info) = upstream.info() {
+                for capability in ["tools", "prompts", "resources", "completions", "logging"] {
+                    if info.has(capability) {
+                        offered.insert(capability, true);
+                    }
+                }
+            }
+        }
+        offered
+    }
+}
+
+async fn fetch_all(
+    upstream: &Upstream,
+    list: ListName,
+) -> Result<Vec<Map<String, Value>>, UpstreamError> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    // A server that hands out cursors forever is cut off rather than followed forever.
+    for _ in 0..1000 {
+        let params = cursor.take().map(|c| {
+            let mut p = Map::new();
+            p.insert("cursor".into(), Value::String(c));
+            p
+        });
+        let result = upstream.call(list.method(), params, None).await?;
+        let mut page: Map<String, Value> =
+            serde_json::from_str(result.get()).map_err(|e| UpstreamError::BadResponse {
+                server: upstream.name().clone(),
+                reason: format!("`{}` result: {e}", list.method()),
+            })?;
+        if let Some(Value::Array(found)) = page.remove(list.result_key()) {
+            items.extend(found.into_iter().filter_map(|v| match v {
+                Value::Object(map) => Some(map),
+                _ => None,
+            }));
+        }
+        match page.remove("nextCursor") {
+            Some(Value::String(next)) if !next.is_empty() => cursor = Some(next),
+            _ => return Ok(items),
+        }
+    }
+    Ok(items)
+}
+
+const CURSOR_PREFIX: &str = "writ-";
+
+fn encode_cursor(offset: usize) -> String {
+    format!("{CURSOR_PREFIX}{offset}")
+}
+
+fn decode_cursor(cursor: &str) -> Option<usize> {
+    cursor.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(names: ToolNames, servers: &[&str]) -> Catalog {
+        Catalog::new(
+            names,
+            servers
+                .iter()
+                .map(|s| ServerName::parse(s).unwrap())
+                .collect(),
+        )
+    }
+
+    fn set_tools(catalog: &Catalog, index: usize, names: &[&str]) {
+        let tools = names
+            .iter()
+            .map(|n| {
+                jsonrpc::to_raw(
+                    &serde_json::json!({ "name": n, "inputSchema": {"type": "object"} }),
+                )
+            })
+            .collect();
+        let mut lists = catalog.lists.write().unwrap();
+        lists[index].tools = Arc::new(tools);
+        lists[index].tool_names = Arc::new(names.iter().map(|n| n.to_string()).collect());
+    }
+
+    #[test]
+    fn namespaced_names_resolve_to_their_server() {
+        let c = catalog(ToolNames::Namespaced, &["notes", "ops"]);
+        assert_eq!(c.resolve("ops.run"), Some((1, "run")));
+        assert_eq!(c.resolve("ops.a.b"), Some((1, "a.b")));
+        assert_eq!(c.resolve("crm.export"), None);
+        assert_eq!(c.resolve("run"), None);
+    }
+
+    #[test]
+    fn pages_follow_config_order_and_end_without_a_cursor() {
+        let c = catalog(ToolNames::Namespaced, &["a", "b"]);
+        set_tools(&c, 0, &["a.1", "a.2", "a.3"]);
+        set_tools(&c, 1, &["b.1", "b.2"]);
+        let (first, next) = c.page(ListName::Tools, None, 2).unwrap();
+        assert_eq!(first.len(), 2);
+        let (second, next) = c.page(ListName::Tools, next.as_deref(), 2).unwrap();
+        assert!(second[0].get().contains("a.3") && second[1].get().contains("b.1"));
+        let (last, next) = c.page(ListName::Tools, next.as_deref(), 2).unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(next, None);
+        assert!(c.page(ListName::Tools, Some("forged"), 2).is_err());
+        assert!(c.has_tool("b.2"));
+        assert!(!c.has_tool("b.9"));
+    }
+}

@@ -1,0 +1,109 @@
+//! Every error an agent can receive, mapped to HTTP status and JSON-RPC error in one place.
+//!
+//! Each error says whose fault it is: the agent's request, the upstream server, or Writ
+//! itself. Internal details go to the log, never to the agent.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use writ_mcp::jsonrpc::{self, code};
+use writ_mcp::upstream::UpstreamError;
+
+/// MCP error codes from the 2026-07-28 schema.
+pub mod mcp_code {
+    pub const HEADER_MISMATCH: i64 = -32020;
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The agent's request is at fault.
+    #[error("{message}")]
+    Client {
+        status: StatusCode,
+        code: i64,
+        message: String,
+        data: Option<Value>,
+    },
+    /// The upstream server, or the link to it, is at fault.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// Writ is at fault; the detail is logged, the agent gets a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn client(status: StatusCode, code: i64, message: impl Into<String>) -> Self {
+        Self::Client {
+            status,
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// A request that is well-formed JSON-RPC but wrong for MCP: answered with HTTP 200.
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self::client(StatusCode::OK, code::INVALID_PARAMS, message)
+    }
+
+    pub fn method_not_found(method: &str) -> Self {
+        Self::client(
+            StatusCode::OK,
+            code::METHOD_NOT_FOUND,
+            format!("method `{method}` is not supported"),
+        )
+    }
+
+    pub fn header_mismatch(message: impl Into<String>) -> Self {
+        Self::client(StatusCode::BAD_REQUEST, mcp_code::HEADER_MISMATCH, message)
+    }
+
+    pub fn unsupported_version(requested: &str) -> Self {
+        Self::Client {
+            status: StatusCode::BAD_REQUEST,
+            code: mcp_code::UNSUPPORTED_PROTOCOL_VERSION,
+            message: format!(
+                "protocol version `{requested}` is not supported; Writ speaks {}",
+                writ_mcp::revision::ProtocolVersion::supported_list()
+            ),
+            data: Some(serde_json::json!({
+                "supported": writ_mcp::revision::ProtocolVersion::ALL.map(|v| v.as_str()),
+                "requested": requested,
+            })),
+        }
+    }
+
+    /// The HTTP status of a response that carries only this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Client { status, .. } => *status,
+            // Upstream and internal failures are JSON-RPC errors on a successful exchange.
+            Self::Upstream(_) | Self::Internal(_) => StatusCode::OK,
+        }
+    }
+
+    /// The JSON-RPC error response for request `id`.
+    pub fn to_response(&self, id: Option<&RawValue>) -> String {
+        match self {
+            Self::Client {
+                code,
+                message,
+                data,
+                ..
+            } => jsonrpc::error_response(id, *code, message, data.as_ref()),
+            Self::Upstream(UpstreamError::Rpc(error)) => jsonrpc::raw_error_response(id, error),
+            Self::Upstream(err) => jsonrpc::error_response(id, err.code(), &err.to_string(), None),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                jsonrpc::error_response(
+                    id,
+                    code::INTERNAL_ERROR,
+                    "internal error in Writ; see the gateway log",
+                    None,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,705 @@
+//! The front door: `/mcp` over Streamable HTTP, for both protocol eras.
+//!
+//! Every POST passes the same checks in order — origin, content type, body size, framing,
+//! protocol version and session (or, in the stateless era, the mirrored headers) — before
+//! anything reaches the pipeline. A refusal is a JSON-RPC error with the HTTP status the
+//! specification names, and nothing is forwarded.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use writ_mcp::jsonrpc::{self, Body as Frame, FrameError, Message, Notification, Request, code};
+use writ_mcp::revision::ProtocolVersion;
+use writ_mcp::sse;
+use writ_mcp::upstream::ProgressRoute;
+
+use crate::Gateway;
+use crate::error::GatewayError;
+use crate::pipeline;
+use crate::sessions::Session;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// A refusal at the door: HTTP status plus a JSON-RPC error body.
+fn refuse(error: &GatewayError, id: Option<&RawValue>) -> Response {
+    json_response(error.status(), error.to_response(id))
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn client_error(status: StatusCode, code: i64, message: impl Into<String>) -> GatewayError {
+    GatewayError::client(status, code, message)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `POST /mcp`.
+pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(error) = check_origin(&gateway, &headers) {
+        return refuse(&error, None);
+    }
+    let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        let error = client_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_REQUEST,
+            "`Content-Type` must be `application/json`",
+        );
+        return refuse(&error, None);
+    }
+    let accept = Accept::from(&headers);
+    if !accept.json && !accept.sse {
+        let error = client_error(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "`Accept` must list `application/json` and `text/event-stream`",
+        );
+        return refuse(&error, None);
+    }
+    let bytes = match axum::body::to_bytes(body, gateway.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let limit = gateway.config.max_body_bytes;
+            let error = client_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::INVALID_REQUEST,
+                format!("body is larger than the limit of {limit} bytes"),
+            );
+            return refuse(&error, None);
+        }
+    };
+    let header_version = match header_str(&headers, VERSION_HEADER) {
+        None => None,
+        Some(text) => match ProtocolVersion::parse(text) {
+            Some(version) => Some(version),
+            None => return refuse(&GatewayError::unsupported_version(text), None),
+        },
+    };
+    let frame = match jsonrpc::parse_body(&bytes, gateway.config.max_json_depth) {
+        Ok(frame) => frame,
+        Err(err) => return refuse_frame(&err),
+    };
+    match frame {
+        Frame::Single(Message::Request(request)) if request.method == "initialize" => {
+            initialize(&gateway, &request).await
+        }
+        Frame::Single(message)
+            if header_version.is_some_and(ProtocolVersion::is_stateless)
+                || carries_version_meta(&message) =>
+        {
+            stateless(&gateway, &headers, header_version, message, accept).await
+        }
+        Frame::Batch(_) if header_version.is_some_and(ProtocolVersion::is_stateless) => refuse(
+            &client_error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "revision 2026-07-28 has no batches; send one message per request",
+            ),
+            None,
+        ),
+        frame => with_session(&gateway, &headers, header_version, frame, accept).await,
+    }
+}
+
+fn refuse_frame(err: &FrameError) -> Response {
+    let error = client_error(StatusCode::BAD_REQUEST, err.code(), err.to_string());
+    refuse(&error, err.id().map(jsonrpc::Id::as_raw))
+}
+
+/// What the agent accepts in answer.
+#[derive(Debug, Clone, Copy)]
+struct Accept {
+    json: bool,
+    sse: bool,
+}
+
+impl From<&HeaderMap> for Accept {
+    fn from(headers: &HeaderMap) -> Self {
+        // An absent `Accept` means anything, as in HTTP.
+        let Some(accept) = header_str(headers, header::ACCEPT.as_str()) else {
+            return Self {
+                json: true,
+                sse: true,
+            };
+        };
+        let accept = accept.to_ascii_lowercase();
+        let any = accept.contains("*/*");
+        Self {
+            json: any || accept.contains("application/json"),
+            sse: any || accept.contains("text/event-stream"),
+        }
+    }
+}
+
+/// Browsers send `Origin`; a page on another origin must not reach a local gateway
+/// (DNS rebinding). Requests without `Origin` come from non-browser agents.
+fn check_origin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin
+        .to_str()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    if gateway.allowed_origins.contains(&origin) {
+        Ok(())
+    } else {
+        Err(client_error(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            format!("origin `{origin}` is not allowed; add it to `gateway.allowed_origins`"),
+        ))
+    }
+}
+
+fn carries_version_meta(message: &Message) -> bool {
+    let params = match message {
+        Message::Request(r) => r.params.as_deref(),
+        Message::Notification(n) => n.params.as_deref(),
+        Message::Response(_) => None,
+    };
+    params.is_some_and(|p| p.get().contains(VERSION_META))
+}
+
+async fn initialize(gateway: &Gateway, request: &Request) -> Response {
+    let requested = request
+        .params
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok())
+        .and_then(|p| {
+            p.get("protocolVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+    let Some(requested) = requested else {
+        let error = GatewayError::invalid_params("`params.protocolVersion` is missing");
+        return refuse(&error, Some(request.id.as_raw()));
+    };
+    let version = ProtocolVersion::negotiate(&requested);
+    let session = gateway.sessions.create(version);
+    let result = jsonrpc::to_raw(&gateway.initialize_result(version));
+    let mut response = json_response(
+        StatusCode::OK,
+        jsonrpc::result_response(request.id.as_raw(), &result),
+    );
+    if let Ok(value) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(SESSION_HEADER, value);
+    }
+    tracing::debug!(session = %session.id, %version, "session started");
+    response
+}
+
+/// The session era: `Mcp-Session-Id` names the session; the header version, when sent,
+/// must be the one negotiated.
+async fn with_session(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    header_version: Option<ProtocolVersion>,
+    frame: Frame,
+    accept: Accept,
+) -> Response {
+    let session = match session_of(gateway, headers) {
+        Ok(session) => session,
+        Err(error) => return refuse(&error, None),
+    };
+    if let Some(version) = header_version
+        && version != session.version
+    {
+        let error = client_error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!(
+                "`MCP-Protocol-Version` is `{version}` but this session negotiated `{}`",
+                session.version
+            ),
+        );
+        return refuse(&error, None);
+    }
+    match frame {
+        Frame::Single(Message::Request(request)) => {
+            answer(
+                gateway.clone(),
+                request,
+                session.version,
+                Some(session),
+                accept,
+            )
+            .await
+        }
+        Frame::Single(Message::Notification(notification)) => {
+            on_notification(&session, &notification);
+            StatusCode::ACCEPTED.into_response()
+        }
+        // Writ sends agents no requests, so an agent's response has nothing to answer.
+        Frame::Single(Message::Response(_)) => StatusCode::ACCEPTED.into_response(),
+        Frame::Batch(items) if !session.version.allows_batch() => {
+            let _ = items;
+            let error = client_error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                format!(
+                    "revision {} has no batches; send one message per request",
+                    session.version
+                ),
+            );
+            refuse(&error, None)
+        }
+        Frame::Batch(items) => batch(gateway, &session, items).await,
+    }
+}
+
+fn session_of(gateway: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, GatewayError> {
+    let Some(id) = header_str(headers, SESSION_HEADER) else {
+        return Err(client_error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "`Mcp-Session-Id` is missing; send `initialize` first",
+        ));
+    };
+    gateway.sessions.get(id).ok_or_else(|| {
+        client_error(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            "session not found or expired; send `initialize` to start a new one",
+        )
+    })
+}
+
+fn on_notification(session: &Session, notification: &Notification) {
+    if notification.method == "notifications/cancelled" {
+        let request_id = notification
+            .params
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok())
+            .and_then(|p| p.get("requestId").map(Value::to_string));
+        if let Some(request_id) = request_id {
+            session.cancel(&request_id);
+        }
+    }
+}
+
+/// A 2025-03-26 batch: notifications are taken, requests answered in one JSON array.
+async fn batch(
+    gateway: &Arc<Gateway>,
+    session: &Arc<Session>,
+    items: Vec<Result<Message, FrameError>>,
+) -> Response {
+    let mut answers = Vec::new();
+    for item in items {
+        match item {
+            Ok(Message::Request(request)) if request.method == "initialize" => {
+                answers.push(
+                    client_error(
+                        StatusCode::OK,
+                        code::INVALID_REQUEST,
+                        "`initialize` cannot be part of a batch",
+                    )
+                    .to_response(Some(request.id.as_raw())),
+                );
+            }
+            Ok(Message::Request(request)) => {
+                let _in_flight = session.track(request.id.as_raw().get());
+                answers.push(
+                    match pipeline::handle(gateway, &request, session.version, None).await {
+                        Ok(result) => jsonrpc::result_response(request.id.as_raw(), &result),
+                        Err(error) => error.to_response(Some(request.id.as_raw())),
+                    },
+                );
+            }
+            Ok(Message::Notification(notification)) => on_notification(session, &notification),
+            Ok(Message::Response(_)) => {}
+            Err(err) => answers.push(
+                client_error(StatusCode::OK, err.code(), err.to_string())
+                    .to_response(err.id().map(jsonrpc::Id::as_raw)),
+            ),
+        }
+    }
+    if answers.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    json_response(StatusCode::OK, format!("[{}]", answers.join(",")))
+}
+
+/// The 2026-07-28 era: no session; the version rides in `_meta` and the method and name are
+/// mirrored in headers, which must match the body.
+async fn stateless(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    header_version: Option<ProtocolVersion>,
+    message: Message,
+    accept: Accept,
+) -> Response {
+    let request = match message {
+        Message::Request(request) => request,
+        // Notifications and responses need no answer in this era either.
+        Message::Notification(_) | Message::Response(_) => {
+            return StatusCode::ACCEPTED.into_response();
+        }
+    };
+    let id = request.id.as_raw();
+    let params: Map<String, Value> = request
+        .params
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or_default();
+    let meta_version = params
+        .get("_meta")
+        .and_then(|m| m.get(VERSION_META))
+        .and_then(Value::as_str);
+    let Some(meta_version) = meta_version else {
+        return refuse(
+            &GatewayError::header_mismatch(format!("`params._meta` must carry `{VERSION_META}`")),
+            Some(id),
+        );
+    };
+    let Some(version) = ProtocolVersion::parse(meta_version) else {
+        return refuse(&GatewayError::unsupported_version(meta_version), Some(id));
+    };
+    match header_version {
+        None => {
+            return refuse(
+                &GatewayError::header_mismatch("`MCP-Protocol-Version` header is missing"),
+                Some(id),
+            );
+        }
+        Some(header) if header != version => {
+            return refuse(
+                &GatewayError::header_mismatch(format!(
+                    "`MCP-Protocol-Version` header `{header}` does not match `_meta` version `{version}`"
+                )),
+                Some(id),
+            );
+        }
+        Some(_) => {}
+    }
+    if !version.is_stateless() {
+        return refuse(&GatewayError::unsupported_version(meta_version), Some(id));
+    }
+    if let Err(error) = check_mirrored_headers(headers, &request, &params) {
+        return refuse(&error, Some(id));
+    }
+    if !is_known_method(&request.method) {
+        let error = client_error(
+            StatusCode::NOT_FOUND,
+            code::METHOD_NOT_FOUND,
+            format!("method `{}` is not supported", request.method),
+        );
+        return refuse(&error, Some(id));
+    }
+    answer(gateway.clone(), request, version, None, accept).await
+}
+
+fn is_known_method(method: &str) -> bool {
+    matches!(
+        method,
+        "ping"
+            | "server/discover"
+            | "tools/list"
+            | "tools/call"
+            | "prompts/list"
+            | "prompts/get"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "completion/complete"
+    )
+}
+
+/// `Mcp-Method` must equal `method`; `Mcp-Name` must equal `params.name` or `params.uri`
+/// for the methods that carry one (after Base64-sentinel decoding).
+fn check_mirrored_headers(
+    headers: &HeaderMap,
+    request: &Request,
+    params: &Map<String, Value>,
+) -> Result<(), GatewayError> {
+    match header_str(headers, METHOD_HEADER) {
+        None => {
+            return Err(GatewayError::header_mismatch(
+                "`Mcp-Method` header is missing",
+            ));
+        }
+        Some(method) if method != request.method => {
+            return Err(GatewayError::header_mismatch(format!(
+                "`Mcp-Method` header `{method}` does not match body method `{}`",
+                request.method
+            )));
+        }
+        Some(_) => {}
+    }
+    let key = match request.method.as_str() {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return Ok(()),
+    };
+    let body = params.get(key).and_then(Value::as_str).unwrap_or_default();
+    let Some(raw) = headers.get(NAME_HEADER) else {
+        return Err(GatewayError::header_mismatch(
+            "`Mcp-Name` header is missing",
+        ));
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| GatewayError::header_mismatch("`Mcp-Name` header has invalid characters"))?;
+    let name = decode_sentinel(raw)
+        .ok_or_else(|| GatewayError::header_mismatch("`Mcp-Name` header has a bad Base64 value"))?;
+    if name != body {
+        return Err(GatewayError::header_mismatch(format!(
+            "`Mcp-Name` header `{name}` does not match body `{key}` `{body}`"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes `=?base64?…?=` values; plain values pass through.
+fn decode_sentinel(raw: &str) -> Option<String> {
+    match raw
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(encoded) => String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?,
+        )
+        .ok(),
+        None => Some(raw.to_owned()),
+    }
+}
+
+/// Runs the pipeline for one request and answers in JSON, or as an SSE stream when the
+/// agent asked for progress and accepts streams.
+async fn answer(
+    gateway: Arc<Gateway>,
+    request: Request,
+    version: ProtocolVersion,
+    session: Option<Arc<Session>>,
+    accept: Accept,
+) -> Response {
+    let progress_token = request
+        .params
+        .as_deref()
+        .filter(|p| p.get().contains("progressToken"))
+        .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok())
+        .and_then(|p| p.get("_meta").and_then(|m| m.get("progressToken")).cloned());
+    let in_flight = session.as_ref().map(|s| s.track(request.id.as_raw().get()));
+    let cancelled = in_flight
+        .as_ref()
+        .map(|f| f.token.clone())
+        .unwrap_or_default();
+
+    let (route, notes) = match progress_token {
+        Some(token) if accept.sse => {
+            let (sink, notes) = mpsc::unbounded_channel();
+            (
+                Some(ProgressRoute {
+                    client_token: token,
+                    sink,
+                }),
+                Some(notes),
+            )
+        }
+        _ => (None, None),
+    };
+    let work = async move {
+        let _in_flight = in_flight;
+        let outcome = tokio::select! {
+            outcome = pipeline::handle(&gateway, &request, version, route) => outcome,
+            () = cancelled.cancelled() => Err(client_error(StatusCode::OK, code::INVALID_REQUEST, "the request was cancelled")),
+        };
+        match outcome {
+            Ok(result) => (
+                StatusCode::OK,
+                jsonrpc::result_response(request.id.as_raw(), &result),
+            ),
+            Err(error) => {
+                // A stateless server answers an unknown method with 404 (2026-07-28).
+                let status = match &error {
+                    GatewayError::Client { code, .. }
+                        if version.is_stateless() && *code == code::METHOD_NOT_FOUND =>
+                    {
+                        StatusCode::NOT_FOUND
+                    }
+                    other => other.status(),
+                };
+                (status, error.to_response(Some(request.id.as_raw())))
+            }
+        }
+    };
+    match notes {
+        None => {
+            let (status, body) = work.await;
+            json_response(status, body)
+        }
+        Some(notes) => sse_response(progress_stream(Box::pin(work), notes)),
+    }
+}
+
+type Work = Pin<Box<dyn Future<Output = (StatusCode, String)> + Send>>;
+
+/// Progress notifications as they come, then the response; the stream ends after it.
+fn progress_stream(
+    work: Work,
+    notes: mpsc::UnboundedReceiver<Notification>,
+) -> impl futures_util::Stream<Item = Bytes> + Send {
+    futures_util::stream::unfold((Some(work), notes), |(work, mut notes)| async move {
+        let mut work = work?;
+        tokio::select! {
+            biased;
+            Some(note) = notes.recv() => {
+                let text = jsonrpc::notification_text(&note.method, note.params.as_deref());
+                Some((sse::encode_event(&text, None), (Some(work), notes)))
+            }
+            (_, body) = &mut work => Some((sse::encode_event(&body, None), (None, notes))),
+        }
+    })
+}
+
+fn sse_response(stream: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
+    let body = Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>));
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /mcp`: the session's stream of notifications outside calls (list changes).
+pub async fn get(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(error) = check_origin(&gateway, &headers) {
+        return refuse(&error, None);
+    }
+    if header_str(&headers, VERSION_HEADER)
+        .and_then(ProtocolVersion::parse)
+        .is_some_and(ProtocolVersion::is_stateless)
+    {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    if !Accept::from(&headers).sse {
+        let error = client_error(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "`Accept` must list `text/event-stream`",
+        );
+        return refuse(&error, None);
+    }
+    let session = match session_of(&gateway, &headers) {
+        Ok(session) => session,
+        Err(error) => return refuse(&error, None),
+    };
+    let notices = broadcast_rest(gateway.notices.subscribe());
+    let until = {
+        let ended = session.ended.clone();
+        let shutdown = gateway.shutdown.clone();
+        async move {
+            tokio::select! {
+                () = ended.cancelled() => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    };
+    // A comment first, so the agent sees the stream open before any notification.
+    let opening = futures_util::stream::once(async { Bytes::from_static(b": writ\n\n") });
+    sse_response(opening.chain(notices).take_until(Box::pin(until)))
+}
+
+/// The gateway-wide notices (list changes) as SSE events; a slow reader skips what it missed.
+fn broadcast_rest(
+    rx: tokio::sync::broadcast::Receiver<String>,
+) -> impl futures_util::Stream<Item = Bytes> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(text) => return Some((sse::encode_event(&text, None), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// `DELETE /mcp`: the agent ends its session.
+pub async fn delete(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(error) = check_origin(&gateway, &headers) {
+        return refuse(&error, None);
+    }
+    if header_str(&headers, VERSION_HEADER)
+        .and_then(ProtocolVersion::parse)
+        .is_some_and(ProtocolVersion::is_stateless)
+    {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let Some(id) = header_str(&headers, SESSION_HEADER) else {
+        return refuse(
+            &client_error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "`Mcp-Session-Id` is missing",
+            ),
+            None,
+        );
+    };
+    if gateway.sessions.end(id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        refuse(
+            &client_error(
+                StatusCode::NOT_FOUND,
+                code::INVALID_REQUEST,
+                "session not found or expired",
+            ),
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_values_are_decoded() {
+        assert_eq!(decode_sentinel("plain").as_deref(), Some("plain"));
+        assert_eq!(
+            decode_sentinel("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(),
+            Some("Hello, 世界")
+        );
+        assert_eq!(decode_sentinel("=?base64?!!?="), None);
+    }
+}
