@@ -66,7 +66,9 @@ impl Gateway {
         let upstreams = config
             .servers
             .iter()
-            .map(|server| Upstream::start(server, shutdown.child_token()))
+            // Upstreams get their own token: they must outlive the drain of in-flight calls,
+            // and are stopped after it (`Running::finish`).
+            .map(|server| Upstream::start(server, CancellationToken::new()))
             .collect::<Result<Vec<_>, _>>()?;
         let catalog = Catalog::new(
             config.gateway.tool_names,

@@ -78,6 +78,9 @@ pub struct ToolServer {
     tools: Vec<Tool>,
     /// The `tools/list` result, encoded once.
     list: String,
+    /// How many `tools/call` requests arrived, known tool or not (tests use it to prove
+    /// that a refused call never reached the server).
+    tool_calls: std::sync::atomic::AtomicU64,
 }
 
 impl ToolServer {
@@ -88,6 +91,7 @@ impl ToolServer {
             name: name.into(),
             tools,
             list,
+            tool_calls: Default::default(),
         })
     }
 
@@ -138,6 +142,8 @@ impl ToolServer {
             }
             "ping" => Ok(json!({})),
             "tools/call" => {
+                self.tool_calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let name = params
                     .get("name")
                     .and_then(Value::as_str)
@@ -216,6 +222,11 @@ async fn handle(State(server): State<Arc<ToolServer>>, body: Bytes) -> Response 
 }
 
 impl ToolServer {
+    /// How many `tools/call` requests this server has received.
+    pub fn tool_calls(&self) -> u64 {
+        self.tool_calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn list_raw(&self) -> Box<serde_json::value::RawValue> {
         serde_json::value::RawValue::from_string(self.list.clone())
             .unwrap_or_else(|_| jsonrpc::null())
