@@ -1,6 +1,11 @@
 //! The gateway over real sockets: Writ on port 0 in front of real upstreams — Writ's kit
 //! server over HTTP, and a Python stdio server (tests/fixtures/stdio_server.py) that
 //! crashes, hangs and streams progress on request.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers fail the test loudly on unexpected input"
+)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
