@@ -18,6 +18,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Run the gateway in front of built-in demo servers and show it working.
     Demo(cmd::demo::Args),
+    /// Measure tools/call through Writ against a direct connection, in one run.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +45,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     match outcome {

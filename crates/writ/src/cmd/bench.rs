@@ -1,0 +1,268 @@
+//! `writ bench`: `tools/call` latency and throughput through Writ, side by side with a
+//! direct connection to the same upstream, in the same run.
+//!
+//! The upstream is Writ's kit server with an `echo` tool on loopback. Phases alternate
+//! (direct, Writ, direct, Writ, …) so drift on a shared machine hits both sides alike.
+//! This is the first scenario of the benchmark; open-loop, list, token and resource
+//! figures join it as the pipeline grows.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use writ_core::config::{Config, HttpTransport, ServerConfig, ToolNames, Transport};
+use writ_core::naming::ServerName;
+use writ_gateway::Running;
+use writ_mcp::server::{Tool, ToolServer, text_result};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Concurrent clients, each with its own session and keep-alive connection.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Calls per phase, spread over the clients.
+    #[arg(long, default_value_t = 4000)]
+    calls: usize,
+    /// Size of the `text` argument of each call, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    /// Direct/Writ phase pairs.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Samples {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * (sorted.len() as f64)).ceil() as usize;
+        sorted
+            .get(rank.saturating_sub(1).min(sorted.len() - 1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn summary(&self) -> Value {
+        json!({
+            "p50": self.percentile(50.0), "p90": self.percentile(90.0),
+            "p99": self.percentile(99.0), "p999": self.percentile(99.9),
+            "throughput": self.throughput(), "calls": self.latencies.len(),
+        })
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.clients == 0 || args.calls < args.clients {
+        bail!("`--calls` must be at least `--clients`, and both above zero");
+    }
+    let echo = Tool::new(
+        "echo",
+        "Echo the text.",
+        json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+        json!({"readOnlyHint": true}),
+        |args| {
+            Ok(text_result(
+                args.get("text").and_then(Value::as_str).unwrap_or_default(),
+            ))
+        },
+    );
+    let (upstream_addr, _upstream) = ToolServer::new("writ-bench-echo", vec![echo])
+        .serve("127.0.0.1:0".parse()?)
+        .await?;
+    let direct_url = format!("http://{upstream_addr}/mcp");
+    let running = Running::start(&bench_config(upstream_addr)?).await?;
+    if !running.wait_ready(Duration::from_secs(10)).await {
+        bail!("the gateway did not become ready");
+    }
+    let writ_url = running.mcp_url();
+
+    let text = "x".repeat(args.payload);
+    let mut direct = Samples::default();
+    let mut writ = Samples::default();
+    // One warm-up phase each, not counted: connections, allocators and caches settle.
+    phase(&direct_url, "echo", &text, args.clients, args.clients * 10).await?;
+    phase(&writ_url, "echo", &text, args.clients, args.clients * 10).await?;
+    for _ in 0..args.rounds {
+        let d = phase(&direct_url, "echo", &text, args.clients, args.calls).await?;
+        direct.latencies.extend(d.latencies);
+        direct.elapsed += d.elapsed;
+        let w = phase(&writ_url, "echo", &text, args.clients, args.calls).await?;
+        writ.latencies.extend(w.latencies);
+        writ.elapsed += w.elapsed;
+    }
+    running.shutdown(Duration::from_secs(5)).await;
+
+    let added = |p: f64| writ.percentile(p) - direct.percentile(p);
+    let report = json!({
+        "scenario": "call",
+        "clients": args.clients,
+        "payload_bytes": args.payload,
+        "direct": direct.summary(),
+        "writ": writ.summary(),
+        "added_ms": { "p50": added(50.0), "p90": added(90.0), "p99": added(99.0), "p999": added(99.9) },
+        "latency_ratio_p50": writ.percentile(50.0) / direct.percentile(50.0).max(f64::EPSILON),
+        "throughput_ratio": writ.throughput() / direct.throughput().max(f64::EPSILON),
+    });
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "scenario call: tools/call, {} B argument, {} clients, closed loop, {} calls per side",
+        args.payload,
+        args.clients,
+        direct.latencies.len()
+    );
+    println!(
+        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "calls/s"
+    );
+    for (name, s) in [("direct", &direct), ("writ", &writ)] {
+        println!(
+            "{name:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.0}",
+            s.percentile(50.0),
+            s.percentile(90.0),
+            s.percentile(99.0),
+            s.percentile(99.9),
+            s.throughput()
+        );
+    }
+    println!(
+        "{:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+        "added",
+        added(50.0),
+        added(90.0),
+        added(99.0),
+        added(99.9)
+    );
+    println!(
+        "throughput through Writ / direct: {:.2}",
+        writ.throughput() / direct.throughput().max(f64::EPSILON)
+    );
+    Ok(())
+}
+
+fn bench_config(upstream: SocketAddr) -> anyhow::Result<Config> {
+    let mut config = Config::parse("[gateway]\nlisten = \"127.0.0.1:0\"\n")?;
+    config.gateway.tool_names = ToolNames::Bare;
+    config.servers.push(ServerConfig {
+        name: ServerName::parse("bench")?,
+        transport: Transport::Http(HttpTransport {
+            url: format!("http://{upstream}/mcp"),
+            headers: Vec::new(),
+        }),
+        call_timeout: Duration::from_secs(30),
+    });
+    Ok(config)
+}
+
+/// `clients` sessions sharing `calls` calls in a closed loop.
+async fn phase(
+    url: &str,
+    tool: &str,
+    text: &str,
+    clients: usize,
+    calls: usize,
+) -> anyhow::Result<Samples> {
+    let mut sessions = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        sessions.push(Session::open(url).await?);
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {"text": text}}}).to_string();
+    let per_client = calls / clients;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for session in sessions {
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let sent = Instant::now();
+                session.call(body.clone()).await?;
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut samples = Samples::default();
+    for task in tasks {
+        samples
+            .latencies
+            .extend(task.await.context("a bench client stopped")??);
+    }
+    samples.elapsed = started.elapsed();
+    Ok(samples)
+}
+
+struct Session {
+    http: reqwest::Client,
+    url: String,
+    id: String,
+}
+
+impl Session {
+    async fn open(url: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1)
+            .build()?;
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "writ-bench", "version": "1"}}});
+        let response = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(init.to_string())
+            .send()
+            .await?;
+        let id = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .context("no session id")?
+            .to_owned();
+        let _ = response.bytes().await?;
+        Ok(Self {
+            http,
+            url: url.to_owned(),
+            id,
+        })
+    }
+
+    async fn call(&self, body: String) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.id)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("call failed with HTTP {}", response.status());
+        }
+        let bytes = response.bytes().await?;
+        if bytes.windows(8).any(|w| w == b"\"error\":") {
+            bail!("call failed: {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(())
+    }
+}
