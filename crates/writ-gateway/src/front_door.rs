@@ -232,18 +232,11 @@ async fn with_session(
         Ok(session) => session,
         Err(error) => return refuse(&error, None),
     };
-    if let Some(version) = header_version
-        && version != session.version
-    {
-        let error = client_error(
-            StatusCode::BAD_REQUEST,
-            code::INVALID_REQUEST,
-            format!(
-                "`MCP-Protocol-Version` is `{version}` but this session negotiated `{}`",
-                session.version
-            ),
-        );
-        return refuse(&error, None);
+    // A supported session-era revision other than the negotiated one is tolerated, as the
+    // official SDK servers do (clients probe with 2025-03-26 on raw requests); the session's
+    // own revision governs behaviour. Unknown revisions were refused (400) before this.
+    if let Some(version) = header_version.filter(|v| *v != session.version) {
+        tracing::debug!(session = %session.id, header = %version, negotiated = %session.version, "protocol version header differs from the session's");
     }
     match frame {
         Frame::Single(Message::Request(request)) => {

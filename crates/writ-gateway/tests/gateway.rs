@@ -332,7 +332,7 @@ async fn sessions_are_required_checked_and_ended() {
 }
 
 #[tokio::test]
-async fn protocol_version_header_must_match_the_session() {
+async fn protocol_version_header_must_be_a_revision_writ_speaks() {
     let (_upstream, url) = echo_server().await;
     let writ = start(&format!(
         "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
@@ -349,13 +349,17 @@ async fn protocol_version_header_must_match_the_session() {
             .header("mcp-protocol-version", version)
             .body(ping)
     };
-    let mismatch = with_version("2025-11-25").send().await.unwrap();
-    let (status, _, message) = error_of(mismatch).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(message.contains("negotiated `2025-06-18`"), "{message}");
-    let unknown = with_version("1999-01-01").send().await.unwrap();
-    let (status, code, _) = error_of(unknown).await;
+    // Another session-era revision is tolerated, as the official SDK servers do.
+    assert_eq!(
+        with_version("2025-03-26").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let (status, code, message) = error_of(with_version("1999-01-01").send().await.unwrap()).await;
     assert_eq!((status, code), (StatusCode::BAD_REQUEST, -32022));
+    assert!(
+        message.contains("`1999-01-01` is not supported"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -670,6 +674,21 @@ async fn stateless_headers_must_match_the_body() {
         );
         assert!(message.contains(needle), "{message}");
     }
+    // The header and `_meta` disagree on the revision.
+    let older = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2025-11-25"}}});
+    let (status, code, message) = error_of(
+        stateless(&http, &writ.mcp_url(), "tools/list", None)
+            .body(older.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, code),
+        (StatusCode::BAD_REQUEST, -32020),
+        "{message}"
+    );
     let unknown = stateless(&http, &writ.mcp_url(), "tools/frob", None)
         .body(stateless_body("tools/frob", json!({})))
         .send()

@@ -262,6 +262,10 @@ impl Shared {
                     self.unavailable(format!("the answer stream broke: {}", describe(&e)))
                 })?;
                 for event in decoder.feed(&chunk) {
+                    // Priming events (an id and empty data, for resumability) carry no message.
+                    if event.data.trim().is_empty() {
+                        continue;
+                    }
                     match dispatcher.handle(&event.data) {
                         Handled::Answer(answered) if answered == id => return Ok(()),
                         Handled::Other { reply: Some(reply) } => {
@@ -366,6 +370,10 @@ impl Shared {
                         let mut body = response.bytes_stream();
                         while let Some(Ok(chunk)) = body.next().await {
                             for event in decoder.feed(&chunk) {
+                                // Priming events (an id and empty data, for resumability) carry no message.
+                                if event.data.trim().is_empty() {
+                                    continue;
+                                }
                                 if let Handled::Other { reply: Some(reply) } =
                                     shared.dispatcher.handle(&event.data)
                                 {

@@ -1,0 +1,427 @@
+//! Real MCP peers through the real `writ serve` process: the official Python and
+//! TypeScript SDK clients, `@modelcontextprotocol/server-everything` (stdio and Streamable
+//! HTTP), a Python SDK server, and the MCP conformance suite.
+//!
+//! The peers are installed by `scripts/install-test-deps` (run by `scripts/test`). Without
+//! them these tests fail under CI (`CI=true`) and skip loudly elsewhere.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests fail loudly on unexpected output"
+)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The interop kit, or `None` (after saying so) when it is not installed outside CI.
+fn kit() -> Option<PathBuf> {
+    let dir = interop_dir();
+    let ready = dir
+        .join("node_modules/@modelcontextprotocol/server-everything/package.json")
+        .exists()
+        && dir.join(".venv/bin/python").exists();
+    if ready {
+        return Some(dir);
+    }
+    let message =
+        "the interop kit is not installed: run scripts/install-test-deps (scripts/test does)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("\n*** SKIPPED: {message} ***\n");
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Child processes killed when the test ends, pass or fail.
+#[derive(Default)]
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn everything_http(kit: &Path, processes: &mut Processes) -> String {
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(kit.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    processes.0.push(child);
+    wait_for_port(port, "server-everything");
+    format!("http://127.0.0.1:{port}/mcp")
+}
+
+fn python_server(kit: &Path, processes: &mut Processes) -> String {
+    let port = free_port();
+    let child = Command::new(kit.join(".venv/bin/python"))
+        .arg(kit.join("fastmcp_server.py"))
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    processes.0.push(child);
+    wait_for_port(port, "the Python SDK server");
+    format!("http://127.0.0.1:{port}/mcp")
+}
+
+fn everything_stdio_toml(kit: &Path) -> String {
+    format!(
+        "[[servers]]\nname = \"everything\"\ntransport = \"stdio\"\ncommand = \"node\"\nargs = [\"{}\", \"stdio\"]\n",
+        kit.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+            .display()
+    )
+}
+
+fn http_toml(name: &str, url: &str) -> String {
+    format!("[[servers]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{url}\"\n")
+}
+
+/// Runs `writ serve` with `servers` and waits until `/readyz` says every upstream is up.
+fn writ_serve(gateway: &str, servers: &str, processes: &mut Processes) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "writ-interop-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("writ.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\ncall_timeout = \"20s\"\n{gateway}\n{servers}"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("WRIT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    processes.0.push(child);
+    let url = line
+        .trim()
+        .strip_prefix("writ listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    let readyz = url.replace("/mcp", "/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", &readyz])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return url;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writ did not become ready: {readyz}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs an SDK client script and returns its JSON report.
+fn client(kit: &Path, script: &str, url: &str, args: &[&str]) -> Value {
+    let program = if script.ends_with(".py") {
+        kit.join(".venv/bin/python")
+    } else {
+        PathBuf::from("node")
+    };
+    let output = Command::new(program)
+        .arg(kit.join(script))
+        .args(["--url", url, "--timeout", "30"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}
+
+fn text_of(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn tool_names(report: &Value) -> Vec<String> {
+    report["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every revision each official client speaks, through Writ to server-everything over stdio,
+/// including a tool that streams progress.
+#[test]
+fn official_clients_through_writ_to_server_everything_over_stdio() {
+    let Some(kit) = kit() else { return };
+    let mut processes = Processes::default();
+    let url = writ_serve("", &everything_stdio_toml(&kit), &mut processes);
+    let progress_args = r#"{"duration": 0.3, "steps": 4}"#;
+    for (script, versions) in [
+        (
+            "client.py",
+            &["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"][..],
+        ),
+        (
+            "client.mjs",
+            &["2025-03-26", "2025-06-18", "2025-11-25"][..],
+        ),
+    ] {
+        for version in versions {
+            let report = client(
+                &kit,
+                script,
+                &url,
+                &[
+                    "--protocol-version",
+                    version,
+                    "--call",
+                    "everything.echo",
+                    "--args",
+                    r#"{"message": "through writ"}"#,
+                    "--progress-call",
+                    "everything.trigger-long-running-operation",
+                    "--progress-args",
+                    progress_args,
+                ],
+            );
+            assert_eq!(report["protocolVersion"], *version, "{script}: {report}");
+            assert!(
+                tool_names(&report).contains(&"everything.echo".to_owned()),
+                "{script} {version}: {report}"
+            );
+            assert_eq!(
+                text_of(&report["call"]),
+                "Echo: through writ",
+                "{script} {version}: {report}"
+            );
+            assert_eq!(
+                report["progress"]["notifications"], 4,
+                "{script} {version}: {report}"
+            );
+            assert!(
+                text_of(&report["progress"]["result"])
+                    .starts_with("Long running operation completed"),
+                "{report}"
+            );
+        }
+    }
+}
+
+/// Streamable HTTP upstreams: server-everything's HTTP mode and a Python SDK server, both
+/// behind one Writ, reached by both official clients.
+#[test]
+fn official_clients_through_writ_to_http_servers() {
+    let Some(kit) = kit() else { return };
+    let mut processes = Processes::default();
+    let everything = everything_http(&kit, &mut processes);
+    let python = python_server(&kit, &mut processes);
+    let servers = format!(
+        "{}{}",
+        http_toml("everything", &everything),
+        http_toml("py", &python)
+    );
+    let url = writ_serve("", &servers, &mut processes);
+    for script in ["client.py", "client.mjs"] {
+        let report = client(
+            &kit,
+            script,
+            &url,
+            &[
+                "--call",
+                "everything.echo",
+                "--args",
+                r#"{"message": "http"}"#,
+                "--progress-call",
+                "py.slow_progress",
+                "--progress-args",
+                r#"{"steps": 3}"#,
+            ],
+        );
+        let names = tool_names(&report);
+        assert!(
+            names.contains(&"everything.echo".to_owned()) && names.contains(&"py.echo".to_owned()),
+            "{script}: {report}"
+        );
+        assert_eq!(text_of(&report["call"]), "Echo: http", "{script}: {report}");
+        assert_eq!(report["progress"]["notifications"], 3, "{script}: {report}");
+        assert_eq!(
+            text_of(&report["progress"]["result"]),
+            "done",
+            "{script}: {report}"
+        );
+        let py = client(
+            &kit,
+            script,
+            &url,
+            &["--call", "py.add", "--args", r#"{"a": 2, "b": 3}"#],
+        );
+        assert_eq!(text_of(&py["call"]), "5", "{script}: {py}");
+    }
+}
+
+fn conformance(kit: &Path, url: &str, out: &Path) -> BTreeMap<String, String> {
+    let status = Command::new("bash")
+        .arg(kit.join("conformance.sh"))
+        .arg(url)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the conformance suite did not run against {url}"
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    serde_json::from_value(summary["scenarios"].clone()).unwrap()
+}
+
+/// The conformance suite's server scenarios against server-everything alone and through
+/// Writ (bare names, so the comparison is like for like), in the same run.
+#[test]
+fn writ_passes_every_conformance_scenario_the_server_passes_alone() {
+    let Some(kit) = kit() else { return };
+    let mut processes = Processes::default();
+    let everything = everything_http(&kit, &mut processes);
+    let url = writ_serve(
+        "tool_names = \"bare\"",
+        &http_toml("everything", &everything),
+        &mut processes,
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let out = target.join("conformance");
+    let _ = std::fs::remove_dir_all(&out);
+    let direct = conformance(&kit, &everything, &out.join("direct"));
+    let through = conformance(&kit, &url, &out.join("writ"));
+    let passed = |m: &BTreeMap<String, String>| m.values().filter(|v| *v == "pass").count();
+    // These two scenarios call the suite's own test tools (`test_simple_text`,
+    // `test_error_handling`), which server-everything does not have. It answers an unknown
+    // tool with an `isError` result and the suite counts that as a pass. Writ answers an
+    // unknown tool with JSON-RPC `-32602` and never forwards the call, as the MCP spec's
+    // "protocol errors" section asks. Only these scenarios, and only when the direct
+    // run's own record shows the tool was missing, are excused.
+    let excused: Vec<&str> = ["tools-call-simple-text", "tools-call-error"]
+        .into_iter()
+        .filter(|scenario| direct_result_says_tool_not_found(&out.join("direct"), scenario))
+        .collect();
+    let missing: Vec<&String> = direct
+        .iter()
+        .filter(|(name, v)| {
+            *v == "pass"
+                && through.get(*name).map(String::as_str) != Some("pass")
+                && !excused.contains(&name.as_str())
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let gained: Vec<&String> = through
+        .iter()
+        .filter(|(name, v)| *v == "pass" && direct.get(*name).map(String::as_str) != Some("pass"))
+        .map(|(n, _)| n)
+        .collect();
+    let summary = serde_json::json!({
+        "scenarios": direct.len(),
+        "server_everything_alone": passed(&direct),
+        "through_writ": passed(&through),
+        "passed_only_through_writ": gained,
+        "excused_unknown_tool_scenarios": excused,
+        "direct": direct,
+        "writ": through,
+    });
+    std::fs::write(
+        target.join("writ-conformance.json"),
+        serde_json::to_string_pretty(&summary).unwrap(),
+    )
+    .unwrap();
+    eprintln!(
+        "conformance: server-everything alone {} / {}, through Writ {} / {}",
+        passed(&direct),
+        direct.len(),
+        passed(&through),
+        through.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "scenarios the server passes alone but not through Writ: {missing:?}\n{summary}"
+    );
+}
+
+/// True when the direct run of `scenario` passed only because the server answered its
+/// missing test tool with an error result ("Tool … not found").
+fn direct_result_says_tool_not_found(results: &Path, scenario: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(results.join("results")) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("server-{scenario}-"))
+        })
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("checks.json"))
+                .is_ok_and(|text| text.contains("not found") && text.contains("isError"))
+        })
+}
