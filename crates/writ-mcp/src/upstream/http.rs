@@ -103,7 +103,7 @@ impl HttpLink {
                         "notifications/cancelled",
                         Some(&cancelled_params(id)),
                     );
-                    let _ = sender.post(text, None).await;
+                    let _ = sender.post(text, sender.session().as_ref()).await;
                 }
             });
         }

@@ -12,7 +12,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
@@ -27,6 +26,8 @@ use crate::Gateway;
 use crate::error::GatewayError;
 use crate::pipeline;
 use crate::sessions::Session;
+
+mod stateless;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -116,7 +117,7 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
             if header_version.is_some_and(ProtocolVersion::is_stateless)
                 || carries_version_meta(&message) =>
         {
-            stateless(&gateway, &headers, header_version, message, accept).await
+            stateless::post(&gateway, &headers, header_version, message, accept).await
         }
         Frame::Batch(_) if header_version.is_some_and(ProtocolVersion::is_stateless) => refuse(
             &client_error(
@@ -343,152 +344,6 @@ async fn batch(
     json_response(StatusCode::OK, format!("[{}]", answers.join(",")))
 }
 
-/// The 2026-07-28 era: no session; the version rides in `_meta` and the method and name are
-/// mirrored in headers, which must match the body.
-async fn stateless(
-    gateway: &Arc<Gateway>,
-    headers: &HeaderMap,
-    header_version: Option<ProtocolVersion>,
-    message: Message,
-    accept: Accept,
-) -> Response {
-    let request = match message {
-        Message::Request(request) => request,
-        // Notifications and responses need no answer in this era either.
-        Message::Notification(_) | Message::Response(_) => {
-            return StatusCode::ACCEPTED.into_response();
-        }
-    };
-    let id = request.id.as_raw();
-    let params: Map<String, Value> = request
-        .params
-        .as_deref()
-        .and_then(|p| serde_json::from_str(p.get()).ok())
-        .unwrap_or_default();
-    let meta_version = params
-        .get("_meta")
-        .and_then(|m| m.get(VERSION_META))
-        .and_then(Value::as_str);
-    let Some(meta_version) = meta_version else {
-        return refuse(
-            &GatewayError::header_mismatch(format!("`params._meta` must carry `{VERSION_META}`")),
-            Some(id),
-        );
-    };
-    let Some(version) = ProtocolVersion::parse(meta_version) else {
-        return refuse(&GatewayError::unsupported_version(meta_version), Some(id));
-    };
-    match header_version {
-        None => {
-            return refuse(
-                &GatewayError::header_mismatch("`MCP-Protocol-Version` header is missing"),
-                Some(id),
-            );
-        }
-        Some(header) if header != version => {
-            return refuse(
-                &GatewayError::header_mismatch(format!(
-                    "`MCP-Protocol-Version` header `{header}` does not match `_meta` version `{version}`"
-                )),
-                Some(id),
-            );
-        }
-        Some(_) => {}
-    }
-    if !version.is_stateless() {
-        return refuse(&GatewayError::unsupported_version(meta_version), Some(id));
-    }
-    if let Err(error) = check_mirrored_headers(headers, &request, &params) {
-        return refuse(&error, Some(id));
-    }
-    if !is_known_method(&request.method) {
-        let error = client_error(
-            StatusCode::NOT_FOUND,
-            code::METHOD_NOT_FOUND,
-            format!("method `{}` is not supported", request.method),
-        );
-        return refuse(&error, Some(id));
-    }
-    answer(gateway.clone(), request, version, None, accept).await
-}
-
-fn is_known_method(method: &str) -> bool {
-    matches!(
-        method,
-        "ping"
-            | "server/discover"
-            | "tools/list"
-            | "tools/call"
-            | "prompts/list"
-            | "prompts/get"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-            | "completion/complete"
-    )
-}
-
-/// `Mcp-Method` must equal `method`; `Mcp-Name` must equal `params.name` or `params.uri`
-/// for the methods that carry one (after Base64-sentinel decoding).
-fn check_mirrored_headers(
-    headers: &HeaderMap,
-    request: &Request,
-    params: &Map<String, Value>,
-) -> Result<(), GatewayError> {
-    match header_str(headers, METHOD_HEADER) {
-        None => {
-            return Err(GatewayError::header_mismatch(
-                "`Mcp-Method` header is missing",
-            ));
-        }
-        Some(method) if method != request.method => {
-            return Err(GatewayError::header_mismatch(format!(
-                "`Mcp-Method` header `{method}` does not match body method `{}`",
-                request.method
-            )));
-        }
-        Some(_) => {}
-    }
-    let key = match request.method.as_str() {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" => "uri",
-        _ => return Ok(()),
-    };
-    let body = params.get(key).and_then(Value::as_str).unwrap_or_default();
-    let Some(raw) = headers.get(NAME_HEADER) else {
-        return Err(GatewayError::header_mismatch(
-            "`Mcp-Name` header is missing",
-        ));
-    };
-    let raw = raw
-        .to_str()
-        .map_err(|_| GatewayError::header_mismatch("`Mcp-Name` header has invalid characters"))?;
-    let name = decode_sentinel(raw)
-        .ok_or_else(|| GatewayError::header_mismatch("`Mcp-Name` header has a bad Base64 value"))?;
-    if name != body {
-        return Err(GatewayError::header_mismatch(format!(
-            "`Mcp-Name` header `{name}` does not match body `{key}` `{body}`"
-        )));
-    }
-    Ok(())
-}
-
-/// Decodes `=?base64?…?=` values; plain values pass through.
-fn decode_sentinel(raw: &str) -> Option<String> {
-    match raw
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(encoded) => String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .ok()?,
-        )
-        .ok(),
-        None => Some(raw.to_owned()),
-    }
-}
-
 /// Runs the pipeline for one request and answers in JSON, or as an SSE stream when the
 /// agent asked for progress and accepts streams.
 async fn answer(
@@ -593,16 +448,22 @@ fn sse_response(stream: impl futures_util::Stream<Item = Bytes> + Send + 'static
         .into_response()
 }
 
+/// GET and DELETE exist only in the session era: the refusal, if this request gets one
+/// (a foreign origin is 403; 2026-07-28 answers them 405).
+fn refuse_outside_session_era(gateway: &Gateway, headers: &HeaderMap) -> Option<Response> {
+    if let Err(error) = check_origin(gateway, headers) {
+        return Some(refuse(&error, None));
+    }
+    let stateless = header_str(headers, VERSION_HEADER)
+        .and_then(ProtocolVersion::parse)
+        .is_some_and(ProtocolVersion::is_stateless);
+    stateless.then(|| StatusCode::METHOD_NOT_ALLOWED.into_response())
+}
+
 /// `GET /mcp`: the session's stream of notifications outside calls (list changes).
 pub async fn get(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(error) = check_origin(&gateway, &headers) {
-        return refuse(&error, None);
-    }
-    if header_str(&headers, VERSION_HEADER)
-        .and_then(ProtocolVersion::parse)
-        .is_some_and(ProtocolVersion::is_stateless)
-    {
-        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    if let Some(refused) = refuse_outside_session_era(&gateway, &headers) {
+        return refused;
     }
     if !Accept::from(&headers).sse {
         let error = client_error(
@@ -649,14 +510,8 @@ fn broadcast_rest(
 
 /// `DELETE /mcp`: the agent ends its session.
 pub async fn delete(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(error) = check_origin(&gateway, &headers) {
-        return refuse(&error, None);
-    }
-    if header_str(&headers, VERSION_HEADER)
-        .and_then(ProtocolVersion::parse)
-        .is_some_and(ProtocolVersion::is_stateless)
-    {
-        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    if let Some(refused) = refuse_outside_session_era(&gateway, &headers) {
+        return refused;
     }
     let Some(id) = header_str(&headers, SESSION_HEADER) else {
         return refuse(
@@ -679,20 +534,5 @@ pub async fn delete(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> 
             ),
             None,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sentinel_values_are_decoded() {
-        assert_eq!(decode_sentinel("plain").as_deref(), Some("plain"));
-        assert_eq!(
-            decode_sentinel("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(),
-            Some("Hello, 世界")
-        );
-        assert_eq!(decode_sentinel("=?base64?!!?="), None);
     }
 }
