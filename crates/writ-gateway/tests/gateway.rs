@@ -176,12 +176,42 @@ async fn tools_from_http_and_stdio_servers_are_merged_and_called() {
 }
 
 #[tokio::test]
-async fn merged_lists_paginate() {
-    let writ = start(&stdio_server_toml("py")).await;
+async fn merged_lists_paginate_at_both_ends() {
+    // The fixture pages its 7 tools by 4; Writ follows its cursors and pages by 3.
+    let writ = start(&format!("page_size = 3\n{}", stdio_server_toml("py"))).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-06-18").await;
-    // page_size is 100 by default; the fixture has 7 tools, so one page and no cursor.
-    let page = agent.call("tools/list", json!({})).await;
-    assert!(page["result"].get("nextCursor").is_none());
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let params = cursor.as_ref().map_or(json!({}), |c| json!({"cursor": c}));
+        let page = agent.call("tools/list", params).await;
+        pages += 1;
+        names.extend(
+            page["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned()),
+        );
+        match page["result"]["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        names,
+        [
+            "py.echo",
+            "py.crash",
+            "py.hang",
+            "py.sleep",
+            "py.progress",
+            "py.add_tool",
+            "py.stats"
+        ]
+    );
     let bad = agent
         .call("tools/list", json!({"cursor": "not-ours"}))
         .await;
