@@ -22,6 +22,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:7800";
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_PAGE_SIZE: usize = 100;
+/// Sessions held at once; each costs little, but without a cap `initialize` floods memory.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 
 /// Header names whose values are credentials: they must come from a reference, never
 /// stand in the file as plain text.
@@ -58,6 +60,8 @@ pub struct GatewayConfig {
     pub tool_names: ToolNames,
     /// How many items one page of a merged list holds.
     pub page_size: usize,
+    /// How many agent sessions may be open at once; `initialize` beyond it gets 503.
+    pub max_sessions: usize,
 }
 
 /// How tool, prompt and resource names are exposed.
@@ -165,6 +169,7 @@ struct RawGateway {
     session_idle_timeout: Option<Spanned<String>>,
     tool_names: Option<Spanned<ToolNames>>,
     page_size: Option<Spanned<usize>>,
+    max_sessions: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -347,6 +352,11 @@ impl RawGateway {
                 .tool_names
                 .map_or(ToolNames::Namespaced, Spanned::into_inner),
             page_size: at.positive("page_size", self.page_size.as_ref(), DEFAULT_PAGE_SIZE)?,
+            max_sessions: at.positive(
+                "max_sessions",
+                self.max_sessions.as_ref(),
+                DEFAULT_MAX_SESSIONS,
+            )?,
         })
     }
 }
@@ -534,6 +544,7 @@ call_timeout = "90s"
             Some("https://writ.example.com")
         );
         assert_eq!(config.gateway.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(config.gateway.max_sessions, DEFAULT_MAX_SESSIONS);
         assert_eq!(config.servers.len(), 2);
         assert_eq!(config.servers[0].call_timeout, Duration::from_secs(5));
         assert_eq!(config.servers[1].call_timeout, Duration::from_secs(90));

@@ -81,7 +81,10 @@ impl Gateway {
             loaded: upstreams.iter().map(|_| AtomicBool::new(false)).collect(),
             upstreams,
             catalog,
-            sessions: Sessions::new(config.gateway.session_idle_timeout),
+            sessions: Sessions::new(
+                config.gateway.session_idle_timeout,
+                config.gateway.max_sessions,
+            ),
             notices,
             shutdown,
         });

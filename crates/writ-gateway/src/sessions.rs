@@ -76,18 +76,27 @@ impl Drop for InFlight {
 pub struct Sessions {
     by_id: RwLock<HashMap<String, Arc<Session>>>,
     idle_timeout: Duration,
+    max: usize,
 }
 
 impl Sessions {
-    pub fn new(idle_timeout: Duration) -> Self {
+    pub fn new(idle_timeout: Duration, max: usize) -> Self {
         Self {
             by_id: RwLock::default(),
             idle_timeout,
+            max,
         }
     }
 
     /// Starts a session with a fresh unguessable id (122 random bits).
-    pub fn create(&self, version: ProtocolVersion) -> Arc<Session> {
+    /// `None` when `max` sessions are open even after forgetting idle ones.
+    pub fn create(&self, version: ProtocolVersion) -> Option<Arc<Session>> {
+        if self.len() >= self.max {
+            self.sweep();
+            if self.len() >= self.max {
+                return None;
+            }
+        }
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
             version,
@@ -100,7 +109,14 @@ impl Sessions {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(session.id.clone(), session.clone());
-        session
+        Some(session)
+    }
+
+    fn len(&self) -> usize {
+        self.by_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// The live session with this id; an idle-expired one is removed and not returned.
@@ -151,8 +167,8 @@ mod tests {
 
     #[test]
     fn sessions_expire_when_idle() {
-        let sessions = Sessions::new(Duration::from_millis(20));
-        let session = sessions.create(ProtocolVersion::V2025_06_18);
+        let sessions = Sessions::new(Duration::from_millis(20), 10);
+        let session = sessions.create(ProtocolVersion::V2025_06_18).unwrap();
         assert!(sessions.get(&session.id).is_some());
         std::thread::sleep(Duration::from_millis(40));
         assert!(sessions.get(&session.id).is_none());
@@ -160,9 +176,19 @@ mod tests {
     }
 
     #[test]
+    fn sessions_are_capped() {
+        let sessions = Sessions::new(Duration::from_secs(60), 2);
+        let first = sessions.create(ProtocolVersion::V2025_11_25).unwrap();
+        assert!(sessions.create(ProtocolVersion::V2025_11_25).is_some());
+        assert!(sessions.create(ProtocolVersion::V2025_11_25).is_none());
+        sessions.end(&first.id);
+        assert!(sessions.create(ProtocolVersion::V2025_11_25).is_some());
+    }
+
+    #[test]
     fn cancelling_reaches_the_in_flight_request() {
-        let sessions = Sessions::new(Duration::from_secs(60));
-        let session = sessions.create(ProtocolVersion::V2025_11_25);
+        let sessions = Sessions::new(Duration::from_secs(60), 10);
+        let session = sessions.create(ProtocolVersion::V2025_11_25).unwrap();
         let guard = session.track("7");
         session.cancel("7");
         assert!(guard.token.is_cancelled());

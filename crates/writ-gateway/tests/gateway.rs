@@ -362,6 +362,34 @@ async fn sessions_are_required_checked_and_ended() {
 }
 
 #[tokio::test]
+async fn initialize_beyond_the_session_limit_gets_503() {
+    let (_upstream, url) = echo_server().await;
+    let writ = start(&format!(
+        "max_sessions = 1\n[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
+    ))
+    .await;
+    let first = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let http = reqwest::Client::new();
+    let refused = http
+        .post(writ.mcp_url())
+        .header("content-type", "application/json")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, _, message) = error_of(refused).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(message.contains("max_sessions"), "{message}");
+    http.delete(writ.mcp_url())
+        .header("mcp-session-id", &first.session)
+        .send()
+        .await
+        .unwrap();
+    Agent::connect(&writ.mcp_url(), "2025-11-25").await;
+}
+
+#[tokio::test]
 async fn protocol_version_header_must_be_a_revision_writ_speaks() {
     let (_upstream, url) = echo_server().await;
     let writ = start(&format!(

@@ -207,7 +207,15 @@ async fn initialize(gateway: &Gateway, request: &Request) -> Response {
         return refuse(&error, Some(request.id.as_raw()));
     };
     let version = ProtocolVersion::negotiate(&requested);
-    let session = gateway.sessions.create(version);
+    let Some(session) = gateway.sessions.create(version) else {
+        let error = client_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::INTERNAL_ERROR,
+            "Writ holds as many sessions as `gateway.max_sessions` allows; end one or try later",
+        );
+        tracing::warn!("session limit reached; refusing initialize");
+        return refuse(&error, Some(request.id.as_raw()));
+    };
     let result = jsonrpc::to_raw(&gateway.initialize_result(version));
     let mut response = json_response(
         StatusCode::OK,

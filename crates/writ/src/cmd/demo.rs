@@ -65,9 +65,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         running.shutdown(super::DRAIN).await;
         return Ok(());
     }
-    println!("\nConnect any MCP client (Streamable HTTP) to {url}, for example:");
     println!(
-        "  python3 tests/interop/client.py --url {url} --call notes.read --args '{{\"title\":\"welcome\"}}'"
+        "\nConnect any MCP client (Streamable HTTP) to {url}, for example (after scripts/test installed the SDK clients):"
+    );
+    println!(
+        "  tests/interop/.venv/bin/python tests/interop/client.py --url {url} --call notes.read --args '{{\"title\":\"welcome\"}}'"
     );
     println!(
         "  curl -s {url} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\"
@@ -96,6 +98,7 @@ fn demo_gateway(listen: SocketAddr) -> GatewayConfig {
         session_idle_timeout: Duration::from_secs(30 * 60),
         tool_names: ToolNames::Namespaced,
         page_size: 100,
+        max_sessions: writ_core::config::DEFAULT_MAX_SESSIONS,
     }
 }
 
