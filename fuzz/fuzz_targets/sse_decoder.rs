@@ -7,7 +7,11 @@ use writ_mcp::sse::Decoder;
 
 fuzz_target!(|input: (usize, &[u8])| {
     let (split, data) = input;
-    let split = if data.is_empty() { 0 } else { split % data.len() };
+    let split = if data.is_empty() {
+        0
+    } else {
+        split % data.len()
+    };
     let mut whole = Decoder::default();
     let expected = whole.feed(data);
     let mut parts = Decoder::default();
