@@ -187,6 +187,8 @@ fn allowed_origins(config: &GatewayConfig, listen: SocketAddr) -> Vec<String> {
     origins
 }
 
+const ALL_LISTS: [ListKind; 3] = [ListKind::Tools, ListKind::Prompts, ListKind::Resources];
+
 /// Keeps one upstream's part of the catalog fresh and tells agents when it changed.
 async fn follow_upstream(gateway: Arc<Gateway>, index: usize) {
     let Some(upstream) = gateway.upstreams.get(index).cloned() else {
@@ -194,13 +196,7 @@ async fn follow_upstream(gateway: Arc<Gateway>, index: usize) {
     };
     let mut events = upstream.events();
     if upstream.is_ready() {
-        refresh(
-            &gateway,
-            index,
-            &upstream,
-            &[ListKind::Tools, ListKind::Prompts, ListKind::Resources],
-        )
-        .await;
+        refresh(&gateway, index, &upstream, &ALL_LISTS).await;
     }
     loop {
         let event = tokio::select! {
@@ -209,13 +205,7 @@ async fn follow_upstream(gateway: Arc<Gateway>, index: usize) {
         };
         match event {
             Ok(UpstreamEvent::Ready) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                refresh(
-                    &gateway,
-                    index,
-                    &upstream,
-                    &[ListKind::Tools, ListKind::Prompts, ListKind::Resources],
-                )
-                .await;
+                refresh(&gateway, index, &upstream, &ALL_LISTS).await;
             }
             Ok(UpstreamEvent::ListChanged(kind)) => {
                 refresh(&gateway, index, &upstream, &[kind]).await

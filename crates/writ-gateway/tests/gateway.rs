@@ -46,6 +46,10 @@ async fn echo_server() -> (Arc<ToolServer>, String) {
     (server, format!("http://{addr}/mcp"))
 }
 
+fn kit_toml(url: &str) -> String {
+    format!("[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n")
+}
+
 fn stdio_server_toml(name: &str) -> String {
     format!(
         "[[servers]]\nname = \"{name}\"\ntransport = \"stdio\"\ncommand = \"python3\"\nargs = [\"-u\", \"{}\"]\n",
@@ -150,11 +154,7 @@ async fn error_of(response: reqwest::Response) -> (StatusCode, i64, String) {
 #[tokio::test]
 async fn tools_from_http_and_stdio_servers_are_merged_and_called() {
     let (upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n{}",
-        stdio_server_toml("py")
-    ))
-    .await;
+    let writ = start(&format!("{}{}", kit_toml(&url), stdio_server_toml("py"))).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let list = agent.call("tools/list", json!({})).await;
     let names: Vec<&str> = list["result"]["tools"]
@@ -221,10 +221,7 @@ async fn merged_lists_paginate_at_both_ends() {
 #[tokio::test]
 async fn malformed_json_is_a_parse_error_and_nothing_is_forwarded() {
     let (upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let (status, code, _) = error_of(
         agent
@@ -269,10 +266,7 @@ async fn malformed_json_is_a_parse_error_and_nothing_is_forwarded() {
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
     let (upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let big = "x".repeat(4 * 1024 * 1024);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "kit.echo", "arguments": {"text": big}}}).to_string();
@@ -285,10 +279,7 @@ async fn a_body_over_the_limit_is_refused_with_413() {
 #[tokio::test]
 async fn batches_only_where_the_revision_has_them() {
     let (_upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
     let modern = Agent::connect(&writ.mcp_url(), "2025-06-18").await;
     let (status, code, message) = error_of(modern.post_text(batch).await).await;
@@ -303,10 +294,7 @@ async fn batches_only_where_the_revision_has_them() {
 #[tokio::test]
 async fn unknown_methods_and_tools_get_their_codes() {
     let (upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     assert_eq!(
         agent.call("tools/frobnicate", json!({})).await["error"]["code"],
@@ -325,10 +313,7 @@ async fn unknown_methods_and_tools_get_their_codes() {
 #[tokio::test]
 async fn sessions_are_required_checked_and_ended() {
     let (_upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let http = reqwest::Client::new();
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     let no_session = http
@@ -364,10 +349,7 @@ async fn sessions_are_required_checked_and_ended() {
 #[tokio::test]
 async fn initialize_beyond_the_session_limit_gets_503() {
     let (_upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "max_sessions = 1\n[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&format!("max_sessions = 1\n{}", kit_toml(&url))).await;
     let first = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let http = reqwest::Client::new();
@@ -392,10 +374,7 @@ async fn initialize_beyond_the_session_limit_gets_503() {
 #[tokio::test]
 async fn protocol_version_header_must_be_a_revision_writ_speaks() {
     let (_upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-06-18").await;
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     let with_version = |version: &str| {
@@ -423,10 +402,7 @@ async fn protocol_version_header_must_be_a_revision_writ_speaks() {
 #[tokio::test]
 async fn foreign_origins_are_refused() {
     let (upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"kit.echo","arguments":{}}}"#;
     let evil = agent
@@ -655,10 +631,7 @@ fn stateless_body(method: &str, params: Value) -> String {
 #[tokio::test]
 async fn the_stateless_revision_discovers_lists_and_calls() {
     let (upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let http = reqwest::Client::new();
     let discover: Value = stateless(&http, &writ.mcp_url(), "server/discover", None)
         .body(stateless_body("server/discover", json!({})))
@@ -706,10 +679,7 @@ async fn the_stateless_revision_discovers_lists_and_calls() {
 #[tokio::test]
 async fn stateless_headers_must_match_the_body() {
     let (upstream, url) = echo_server().await;
-    let writ = start(&format!(
-        "[[servers]]\nname = \"kit\"\ntransport = \"http\"\nurl = \"{url}\"\n"
-    ))
-    .await;
+    let writ = start(&kit_toml(&url)).await;
     let http = reqwest::Client::new();
     let body = stateless_body("tools/call", json!({"name": "kit.echo", "arguments": {}}));
     for (method, name, needle) in [
