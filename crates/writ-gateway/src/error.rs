@@ -13,6 +13,8 @@ use writ_mcp::upstream::UpstreamError;
 pub mod mcp_code {
     pub const HEADER_MISMATCH: i64 = -32020;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// Resource not found up to 2025-11-25; 2026-07-28 uses `-32602` and forbids this code.
+    pub const RESOURCE_NOT_FOUND_BEFORE_2026: i64 = -32002;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -48,14 +48,14 @@ pub async fn handle(
         "tools/call" => call_tool(gateway, request, progress).await,
         "prompts/get" => get_prompt(gateway, request).await,
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            resource(gateway, request).await
+            resource(gateway, request, version).await
         }
-        "completion/complete" => complete(gateway, request).await,
+        "completion/complete" => complete(gateway, request, version).await,
         "logging/setLevel" => set_level(gateway, request).await,
         other => Err(GatewayError::method_not_found(other)),
     }?;
     Ok(if version.is_stateless() {
-        with_result_type(result)
+        stateless_result(&request.method, result)
     } else {
         result
     })
@@ -186,16 +186,29 @@ async fn get_prompt(gateway: &Gateway, request: &Request) -> Result<Box<RawValue
         .await?)
 }
 
-async fn resource(gateway: &Gateway, request: &Request) -> Result<Box<RawValue>, GatewayError> {
+async fn resource(
+    gateway: &Gateway,
+    request: &Request,
+    version: ProtocolVersion,
+) -> Result<Box<RawValue>, GatewayError> {
     let params = params(request)?;
     let uri = string_param(&params, "uri")?;
-    let upstream = resource_upstream(gateway, uri)?;
+    let upstream = resource_upstream(gateway, uri, version)?;
     Ok(upstream
         .call(&request.method, Some(upstream_params(params)), None)
         .await?)
 }
 
-fn resource_upstream<'g>(gateway: &'g Gateway, uri: &str) -> Result<&'g Upstream, GatewayError> {
+fn resource_upstream<'g>(
+    gateway: &'g Gateway,
+    uri: &str,
+    version: ProtocolVersion,
+) -> Result<&'g Upstream, GatewayError> {
+    let not_found = if version.is_stateless() {
+        jsonrpc::code::INVALID_PARAMS
+    } else {
+        crate::error::mcp_code::RESOURCE_NOT_FOUND_BEFORE_2026
+    };
     gateway
         .catalog
         .resource_server(uri)
@@ -203,13 +216,17 @@ fn resource_upstream<'g>(gateway: &'g Gateway, uri: &str) -> Result<&'g Upstream
         .ok_or_else(|| {
             GatewayError::client(
                 http::StatusCode::OK,
-                -32002,
+                not_found,
                 format!("resource `{uri}` is not served by any server"),
             )
         })
 }
 
-async fn complete(gateway: &Gateway, request: &Request) -> Result<Box<RawValue>, GatewayError> {
+async fn complete(
+    gateway: &Gateway,
+    request: &Request,
+    version: ProtocolVersion,
+) -> Result<Box<RawValue>, GatewayError> {
     let mut params = params(request)?;
     let reference = params
         .get_mut("ref")
@@ -236,6 +253,7 @@ async fn complete(gateway: &Gateway, request: &Request) -> Result<Box<RawValue>,
                 .get("uri")
                 .and_then(Value::as_str)
                 .unwrap_or_default(),
+            version,
         )?,
         _ => {
             return Err(GatewayError::invalid_params(
@@ -262,26 +280,33 @@ async fn set_level(gateway: &Gateway, request: &Request) -> Result<Box<RawValue>
     Ok(jsonrpc::to_raw(&serde_json::json!({})))
 }
 
-/// Adds `resultType: "complete"`, which 2026-07-28 results must carry, without re-encoding.
-fn with_result_type(result: Box<RawValue>) -> Box<RawValue> {
+/// Shapes an upstream's session-era result for 2026-07-28: every result carries
+/// `resultType`, and `resources/read` is cacheable, so it carries `ttlMs` and `cacheScope`
+/// (private: what an agent may read will depend on who it is). The fields are spliced
+/// into the raw text; the result is not re-encoded.
+fn stateless_result(method: &str, result: Box<RawValue>) -> Box<RawValue> {
     let text = result.get();
     let Some(rest) = text.trim_start().strip_prefix('{') else {
         return result;
     };
-    // Upstreams speak session-era revisions and rarely send `resultType`; parse only if the text mentions it.
-    if text.contains("\"resultType\"")
-        && serde_json::from_str::<Map<String, Value>>(text)
-            .is_ok_and(|m| m.contains_key("resultType"))
-    {
+    // Upstreams speak session-era revisions and rarely send these; parse only if mentioned.
+    let has = |key: &str| {
+        text.contains(&format!("\"{key}\""))
+            && serde_json::from_str::<Map<String, Value>>(text).is_ok_and(|m| m.contains_key(key))
+    };
+    let mut fields = Vec::new();
+    if !has("resultType") {
+        fields.push(r#""resultType":"complete""#);
+    }
+    if method == "resources/read" && !has("ttlMs") {
+        fields.push(r#""ttlMs":0,"cacheScope":"private""#);
+    }
+    if fields.is_empty() {
         return result;
     }
     let body = rest.trim_start();
-    let joined = if body.starts_with('}') {
-        "{\"resultType\":\"complete\"}".to_owned()
-    } else {
-        format!("{{\"resultType\":\"complete\",{body}")
-    };
-    RawValue::from_string(joined).unwrap_or(result)
+    let separator = if body.starts_with('}') { "" } else { "," };
+    RawValue::from_string(format!("{{{}{separator}{body}", fields.join(","))).unwrap_or(result)
 }
 
 #[cfg(test)]
@@ -289,19 +314,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn result_type_is_added_once() {
+    fn stateless_results_gain_their_fields_once() {
         let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        let shape = |method: &str, text: &str| stateless_result(method, raw(text)).get().to_owned();
+        assert_eq!(shape("tools/list", "{}"), r#"{"resultType":"complete"}"#);
         assert_eq!(
-            with_result_type(raw("{}")).get(),
-            r#"{"resultType":"complete"}"#
-        );
-        assert_eq!(
-            with_result_type(raw(r#"{"a":1}"#)).get(),
+            shape("tools/call", r#"{"a":1}"#),
             r#"{"resultType":"complete","a":1}"#
         );
         assert_eq!(
-            with_result_type(raw(r#"{"resultType":"input_required"}"#)).get(),
+            shape("tools/call", r#"{"resultType":"input_required"}"#),
             r#"{"resultType":"input_required"}"#
+        );
+        assert_eq!(
+            shape("resources/read", r#"{"contents":[]}"#),
+            r#"{"resultType":"complete","ttlMs":0,"cacheScope":"private","contents":[]}"#
         );
     }
 

@@ -429,7 +429,7 @@ async fn a_crash_mid_call_is_a_clear_error_and_the_next_call_works_after_restart
     let writ = start(&stdio_server_toml("py")).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let crashed = agent.tool("py.crash", json!({})).await;
-    assert_eq!(crashed["error"]["code"], -32003, "{crashed}");
+    assert_eq!(crashed["error"]["code"], -31002, "{crashed}");
     let message = crashed["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("server `py` is unavailable") && message.contains("exited"),
@@ -445,7 +445,7 @@ async fn a_hanging_upstream_times_out_and_is_told_to_cancel() {
     let writ = start(&config).await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let hung = agent.tool("py.hang", json!({})).await;
-    assert_eq!(hung["error"]["code"], -32001, "{hung}");
+    assert_eq!(hung["error"]["code"], -31001, "{hung}");
     assert_eq!(
         hung["error"]["message"],
         "server `py` did not answer within 300ms"
@@ -529,7 +529,7 @@ async fn an_upstream_answering_non_json_gets_a_clear_error_misbehaving_upstream(
     .await;
     let agent = Agent::connect(&writ.mcp_url(), "2025-11-25").await;
     let answer = agent.tool("bad.t", json!({})).await;
-    assert_eq!(answer["error"]["code"], -32004, "{answer}");
+    assert_eq!(answer["error"]["code"], -31003, "{answer}");
     assert!(
         answer["error"]["message"]
             .as_str()
@@ -702,8 +702,37 @@ async fn stateless_headers_must_match_the_body() {
         );
         assert!(message.contains(needle), "{message}");
     }
+    // `_meta` must carry the revision and the client's capabilities.
+    for meta in [
+        json!({"io.modelcontextprotocol/clientCapabilities": {}}),
+        json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"}),
+    ] {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}});
+        let (status, code, message) = error_of(
+            stateless(&http, &writ.mcp_url(), "tools/list", None)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, code),
+            (StatusCode::BAD_REQUEST, -32602),
+            "{message}"
+        );
+        assert!(message.contains("`params._meta` must carry"), "{message}");
+    }
+    // `ping` is gone in 2026-07-28.
+    let ping = stateless(&http, &writ.mcp_url(), "ping", None)
+        .body(stateless_body("ping", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), StatusCode::NOT_FOUND);
     // The header and `_meta` disagree on the revision.
-    let older = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2025-11-25"}}});
+    let older = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2025-11-25", "io.modelcontextprotocol/clientCapabilities": {}}}});
     let (status, code, message) = error_of(
         stateless(&http, &writ.mcp_url(), "tools/list", None)
             .body(older.to_string())

@@ -15,12 +15,15 @@ pub mod code {
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
     pub const INTERNAL_ERROR: i64 = -32603;
+    // Writ's own errors about upstreams sit outside the JSON-RPC reserved range
+    // (-32768..-32000), as MCP 2026-07-28 asks of application-defined codes, so they cannot
+    // be mistaken for a code the specification or an upstream defines.
     /// Writ could not get an answer from the upstream server in time.
-    pub const UPSTREAM_TIMEOUT: i64 = -32001;
+    pub const UPSTREAM_TIMEOUT: i64 = -31001;
     /// The upstream server is down, crashed mid-call, or refused the connection.
-    pub const UPSTREAM_UNAVAILABLE: i64 = -32003;
+    pub const UPSTREAM_UNAVAILABLE: i64 = -31002;
     /// The upstream server answered something that is not a valid MCP message.
-    pub const UPSTREAM_BAD_RESPONSE: i64 = -32004;
+    pub const UPSTREAM_BAD_RESPONSE: i64 = -31003;
 }
 
 /// A request id: a string or an integer, kept as the exact JSON text the peer sent.

@@ -16,6 +16,8 @@ use super::{
 use crate::Gateway;
 use crate::error::GatewayError;
 
+const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+
 /// The 2026-07-28 era: no session; the version rides in `_meta` and the method and name are
 /// mirrored in headers, which must match the body.
 pub(super) async fn post(
@@ -42,12 +44,25 @@ pub(super) async fn post(
         .get("_meta")
         .and_then(|m| m.get(VERSION_META))
         .and_then(Value::as_str);
-    let Some(meta_version) = meta_version else {
-        return refuse(
-            &GatewayError::header_mismatch(format!("`params._meta` must carry `{VERSION_META}`")),
-            Some(id),
+    // Both keys are required in every request; a missing one is invalid params (400).
+    let missing = |key: &str| {
+        let error = GatewayError::client(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_PARAMS,
+            format!("`params._meta` must carry `{key}`"),
         );
+        refuse(&error, Some(id))
     };
+    let Some(meta_version) = meta_version else {
+        return missing(VERSION_META);
+    };
+    let has_capabilities = params
+        .get("_meta")
+        .and_then(|m| m.get(CAPABILITIES_META))
+        .is_some_and(Value::is_object);
+    if !has_capabilities {
+        return missing(CAPABILITIES_META);
+    }
     let Some(version) = ProtocolVersion::parse(meta_version) else {
         return refuse(&GatewayError::unsupported_version(meta_version), Some(id));
     };
@@ -88,8 +103,8 @@ pub(super) async fn post(
 fn is_known_method(method: &str) -> bool {
     matches!(
         method,
-        "ping"
-            | "server/discover"
+        // 2026-07-28 removed `ping`, `logging/setLevel` and resource subscriptions.
+        "server/discover"
             | "tools/list"
             | "tools/call"
             | "prompts/list"
