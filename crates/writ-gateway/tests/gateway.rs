@@ -622,6 +622,24 @@ fn stateless(
     request
 }
 
+/// Sends a stateless request that Writ must refuse; returns status, code and message.
+async fn stateless_error(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    name: Option<&str>,
+    body: String,
+) -> (StatusCode, i64, String) {
+    error_of(
+        stateless(http, url, method, name)
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 fn stateless_body(method: &str, params: Value) -> String {
     let mut params = params;
     params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}});
@@ -687,14 +705,8 @@ async fn stateless_headers_must_match_the_body() {
         ("tools/call", Some("kit.other"), "Mcp-Name"),
         ("tools/call", None, "`Mcp-Name` header is missing"),
     ] {
-        let (status, code, message) = error_of(
-            stateless(&http, &writ.mcp_url(), method, name)
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, code, message) =
+            stateless_error(&http, &writ.mcp_url(), method, name, body.clone()).await;
         assert_eq!(
             (status, code),
             (StatusCode::BAD_REQUEST, -32020),
@@ -709,14 +721,8 @@ async fn stateless_headers_must_match_the_body() {
     ] {
         let body =
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}});
-        let (status, code, message) = error_of(
-            stateless(&http, &writ.mcp_url(), "tools/list", None)
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, code, message) =
+            stateless_error(&http, &writ.mcp_url(), "tools/list", None, body.to_string()).await;
         assert_eq!(
             (status, code),
             (StatusCode::BAD_REQUEST, -32602),
@@ -733,12 +739,12 @@ async fn stateless_headers_must_match_the_body() {
     assert_eq!(ping.status(), StatusCode::NOT_FOUND);
     // The header and `_meta` disagree on the revision.
     let older = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2025-11-25", "io.modelcontextprotocol/clientCapabilities": {}}}});
-    let (status, code, message) = error_of(
-        stateless(&http, &writ.mcp_url(), "tools/list", None)
-            .body(older.to_string())
-            .send()
-            .await
-            .unwrap(),
+    let (status, code, message) = stateless_error(
+        &http,
+        &writ.mcp_url(),
+        "tools/list",
+        None,
+        older.to_string(),
     )
     .await;
     assert_eq!(

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use writ_core::naming::ServerName;
 
-use super::{ListKind, ProgressRoute, UpstreamError, UpstreamEvent};
+use super::{ListKind, ProgressRoute, ServerInfo, UpstreamError, UpstreamEvent};
 use crate::jsonrpc::{self, Message, Notification};
 
 type Outcome = Result<Box<RawValue>, UpstreamError>;
@@ -25,6 +25,10 @@ pub(super) struct Dispatcher {
     events: broadcast::Sender<UpstreamEvent>,
     cancels: mpsc::UnboundedSender<u64>,
     cancel_rx: Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
+    /// True while the server is initialised; calls wait on it.
+    ready: watch::Sender<bool>,
+    /// What the server said in its last `initialize`.
+    info: std::sync::RwLock<Option<Arc<ServerInfo>>>,
 }
 
 /// What `handle` found in one message from the upstream.
@@ -48,7 +52,37 @@ impl Dispatcher {
             events,
             cancels,
             cancel_rx: Mutex::new(Some(cancel_rx)),
+            ready: watch::Sender::new(false),
+            info: std::sync::RwLock::new(None),
         }
+    }
+
+    /// The server answered `initialize`: calls may go, lists must be fetched again.
+    pub(super) fn became_ready(&self, info: ServerInfo) {
+        tracing::info!(server = %self.server, protocol = %info.protocol_version, "upstream ready");
+        *self.info.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(info));
+        self.ready.send_replace(true);
+        self.emit(UpstreamEvent::Ready);
+    }
+
+    /// The server went away (its process exited); calls wait for the next `became_ready`.
+    pub(super) fn went_down(&self) {
+        self.ready.send_replace(false);
+    }
+
+    pub(super) fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    pub(super) fn info(&self) -> Option<Arc<ServerInfo>> {
+        self.info
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(super) fn subscribe(&self) -> broadcast::Receiver<UpstreamEvent> {

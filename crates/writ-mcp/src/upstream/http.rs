@@ -6,13 +6,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Response, StatusCode};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use writ_core::config::HttpTransport;
 use writ_core::naming::ServerName;
 
 use super::dispatch::{Dispatcher, Handled, cancelled_params};
-use super::{ServerInfo, UpstreamError, UpstreamEvent, initialize_params, server_info};
+use super::{UpstreamError, initialize_params, server_info};
 use crate::jsonrpc;
 use crate::sse;
 
@@ -26,7 +25,6 @@ const RETRY_MAX: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub(super) struct HttpLink {
     shared: Arc<Shared>,
-    ready_rx: watch::Receiver<bool>,
     shutdown: CancellationToken,
 }
 
@@ -40,8 +38,6 @@ struct Shared {
     session: RwLock<Option<Session>>,
     /// Serialises re-initialisation so a burst of calls after a 404 starts one session.
     init_lock: tokio::sync::Mutex<()>,
-    ready: watch::Sender<bool>,
-    info: RwLock<Option<Arc<ServerInfo>>>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutdown: CancellationToken,
 }
@@ -80,7 +76,6 @@ impl HttpLink {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| config_error(format!("could not build the HTTP client: {e}")))?;
-        let (ready, ready_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             server,
             url: config.url.clone(),
@@ -89,8 +84,6 @@ impl HttpLink {
             dispatcher,
             session: RwLock::new(None),
             init_lock: tokio::sync::Mutex::new(()),
-            ready,
-            info: RwLock::new(None),
             listener: Mutex::new(None),
             shutdown: shutdown.clone(),
         });
@@ -107,23 +100,7 @@ impl HttpLink {
                 }
             });
         }
-        Ok(Self {
-            shared,
-            ready_rx,
-            shutdown,
-        })
-    }
-
-    pub(super) fn ready(&self) -> &watch::Receiver<bool> {
-        &self.ready_rx
-    }
-
-    pub(super) fn info(&self) -> Option<Arc<ServerInfo>> {
-        self.shared
-            .info
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        Ok(Self { shared, shutdown })
     }
 
     /// Posts a request and feeds its answer (JSON or an SSE stream) to the dispatcher.
@@ -338,11 +315,8 @@ impl Shared {
                 initialized.status()
             )));
         }
-        tracing::info!(server = %self.server, protocol = %info.protocol_version, "upstream ready");
-        *self.info.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(info));
-        self.ready.send_replace(true);
         self.start_listener();
-        self.dispatcher.emit(UpstreamEvent::Ready);
+        self.dispatcher.became_ready(info);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use writ_core::config::{ServerConfig, Transport};
 use writ_core::naming::ServerName;
@@ -162,22 +162,12 @@ impl Upstream {
 
     /// True once the server has answered `initialize` and has not gone away since.
     pub fn is_ready(&self) -> bool {
-        *self.ready().borrow()
-    }
-
-    fn ready(&self) -> &watch::Receiver<bool> {
-        match &self.inner.transport {
-            TransportKind::Http(link) => link.ready(),
-            TransportKind::Stdio(link) => link.ready(),
-        }
+        self.inner.dispatcher.is_ready()
     }
 
     /// What the server said in `initialize`, once it has.
     pub fn info(&self) -> Option<Arc<ServerInfo>> {
-        match &self.inner.transport {
-            TransportKind::Http(link) => link.info(),
-            TransportKind::Stdio(link) => link.info(),
-        }
+        self.inner.dispatcher.info()
     }
 
     /// Sends one request and waits for its result, within the server's call timeout.
@@ -228,7 +218,7 @@ impl Upstream {
 
     /// Waits until the server is initialised; a call that cannot wait gets the timeout.
     async fn wait_ready(&self) {
-        let mut ready = self.ready().clone();
+        let mut ready = self.inner.dispatcher.ready();
         let _ = ready.wait_for(|ready| *ready).await;
     }
 

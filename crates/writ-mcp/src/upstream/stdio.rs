@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use writ_core::config::StdioTransport;
 use writ_core::naming::ServerName;
 
 use super::dispatch::{Dispatcher, Handled, cancelled_params};
-use super::{ServerInfo, UpstreamError, UpstreamEvent, initialize_params, server_info};
+use super::{UpstreamError, initialize_params, server_info};
 use crate::jsonrpc;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -27,7 +27,6 @@ const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(super) struct StdioLink {
     shared: Arc<Shared>,
-    ready_rx: watch::Receiver<bool>,
     stopped: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutdown: CancellationToken,
 }
@@ -41,8 +40,6 @@ struct Shared {
     cwd: Option<std::path::PathBuf>,
     dispatcher: Arc<Dispatcher>,
     writer: RwLock<Option<mpsc::UnboundedSender<String>>>,
-    ready: watch::Sender<bool>,
-    info: RwLock<Option<Arc<ServerInfo>>>,
 }
 
 impl StdioLink {
@@ -65,7 +62,6 @@ impl StdioLink {
                 ))
             })
             .collect::<Result<Vec<_>, UpstreamError>>()?;
-        let (ready, ready_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             server,
             command: config.command.clone(),
@@ -74,8 +70,6 @@ impl StdioLink {
             cwd: config.cwd.clone(),
             dispatcher,
             writer: RwLock::new(None),
-            ready,
-            info: RwLock::new(None),
         });
         let supervisor = tokio::spawn(supervise(shared.clone(), shutdown.clone()));
         if let Some(cancels) = shared.dispatcher.take_cancels() {
@@ -83,22 +77,9 @@ impl StdioLink {
         }
         Ok(Self {
             shared,
-            ready_rx,
             stopped: Mutex::new(Some(supervisor)),
             shutdown,
         })
-    }
-
-    pub(super) fn ready(&self) -> &watch::Receiver<bool> {
-        &self.ready_rx
-    }
-
-    pub(super) fn info(&self) -> Option<Arc<ServerInfo>> {
-        self.shared
-            .info
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     pub(super) async fn send(&self, text: String) -> Result<(), UpstreamError> {
@@ -153,7 +134,7 @@ async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(child) => run(&shared, child, &shutdown).await,
             Err(err) => format!("could not start `{}`: {err}", shared.command),
         };
-        shared.ready.send_replace(false);
+        shared.dispatcher.went_down();
         shared.set_writer(None);
         shared.dispatcher.fail_all(&reason);
         if shutdown.is_cancelled() {
@@ -266,10 +247,7 @@ async fn initialize(shared: &Arc<Shared>) {
                 "notifications/initialized",
                 None,
             ));
-            tracing::info!(server = %shared.server, protocol = %info.protocol_version, "upstream ready");
-            *shared.info.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(info));
-            shared.ready.send_replace(true);
-            shared.dispatcher.emit(UpstreamEvent::Ready);
+            shared.dispatcher.became_ready(info);
         }
         Err(err) => tracing::warn!(server = %shared.server, %err, "initialize refused"),
     }
