@@ -14,6 +14,12 @@ use toml::Spanned;
 
 use crate::naming::ServerName;
 
+mod access;
+pub use access::{
+    AdminConfig, AgentMatch, DpopMode, IdentityConfig, OidcIssuer, SigningAlgorithm, SpiffeTrust,
+    StoreConfig, TaskAllow, TaskRules, TokenConfig,
+};
+
 /// Default limit on a request body (MCP messages are small; 4 MiB leaves room for big arguments).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Default limit on JSON nesting in a request body.
@@ -41,6 +47,11 @@ const SENSITIVE_HEADERS: &[&str] = &[
 pub struct Config {
     pub gateway: GatewayConfig,
     pub servers: Vec<ServerConfig>,
+    pub store: StoreConfig,
+    pub identity: IdentityConfig,
+    pub tokens: TokenConfig,
+    pub tasks: TaskRules,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +73,18 @@ pub struct GatewayConfig {
     pub page_size: usize,
     /// How many agent sessions may be open at once; `initialize` beyond it gets 503.
     pub max_sessions: usize,
+    /// Whether `/mcp` demands a writ. Off is for local development only.
+    pub auth: AuthMode,
+}
+
+/// Whether agents must present a writ on `/mcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every request carries a valid writ for an active task (the default).
+    On,
+    /// Anyone who reaches the listen address may call every tool. Local development only.
+    Off,
 }
 
 /// How tool, prompt and resource names are exposed.
@@ -154,6 +177,16 @@ struct RawConfig {
     gateway: RawGateway,
     #[serde(default)]
     servers: Vec<RawServer>,
+    #[serde(default)]
+    store: access::RawStore,
+    #[serde(default)]
+    identity: access::RawIdentity,
+    #[serde(default)]
+    tokens: access::RawTokens,
+    #[serde(default)]
+    tasks: access::RawTasks,
+    #[serde(default)]
+    admin: access::RawAdmin,
 }
 
 #[derive(Deserialize, Default)]
@@ -170,6 +203,7 @@ struct RawGateway {
     tool_names: Option<Spanned<ToolNames>>,
     page_size: Option<Spanned<usize>>,
     max_sessions: Option<Spanned<usize>>,
+    auth: Option<AuthMode>,
 }
 
 #[derive(Deserialize)]
@@ -288,7 +322,15 @@ impl RawConfig {
                 message: "`gateway.tool_names = \"bare\"` needs exactly one server; with several, names must be namespaced".into(),
             });
         }
-        Ok(Config { gateway, servers })
+        Ok(Config {
+            gateway,
+            servers,
+            store: self.store.into_config(),
+            identity: self.identity.into_config(&at)?,
+            tokens: self.tokens.into_config(&at)?,
+            tasks: self.tasks.into_config(&at)?,
+            admin: self.admin.into_config(&at)?,
+        })
     }
 }
 
@@ -357,6 +399,7 @@ impl RawGateway {
                 self.max_sessions.as_ref(),
                 DEFAULT_MAX_SESSIONS,
             )?,
+            auth: self.auth.unwrap_or(AuthMode::On),
         })
     }
 }
@@ -464,6 +507,34 @@ fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
+/// The host of an `http://` URL, given what follows the scheme.
+fn http_host(rest: &str) -> &str {
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    if host.starts_with('[') {
+        host.split_once(']')
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[')
+    } else {
+        host.split(':').next().unwrap_or_default()
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `Some(true)` for a plain `http://` URL to this machine, `Some(false)` for plain http
+/// elsewhere, `None` for anything that is not plain http.
+fn http_loopback(url: &str) -> Option<bool> {
+    let rest = url.strip_prefix("http://")?;
+    let host = http_host(rest);
+    Some(!host.is_empty() && is_loopback_host(host))
+}
+
 /// Plain HTTP to anything but this machine is refused unless the operator names the risk.
 fn check_upstream_url(
     at: &At<'_>,
@@ -473,19 +544,8 @@ fn check_upstream_url(
 ) -> Result<(), ConfigError> {
     let text = url.get_ref();
     if let Some(rest) = text.strip_prefix("http://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        let host = if host.starts_with('[') {
-            host.split_once(']')
-                .map_or(host, |(h, _)| h)
-                .trim_start_matches('[')
-        } else {
-            host.split(':').next().unwrap_or_default()
-        };
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let host = http_host(rest);
+        let loopback = is_loopback_host(host);
         if host.is_empty() {
             return Err(at.error(
                 url,

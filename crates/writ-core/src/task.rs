@@ -1,0 +1,416 @@
+//! What a task may touch, and how delegation narrows it.
+//!
+//! A task is asked for as an RFC 9396 `authorization_details` entry of type `mcp_task`.
+//! This module parses that entry into a [`TaskGrant`], decides whether one grant lies
+//! within another (delegation never widens), and matches tool names against the grant.
+//! Tool patterns are always written against the namespaced name `server.tool`, whatever
+//! names the gateway exposes, so a grant means the same thing under every naming mode.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::naming::ServerName;
+
+/// The `type` of Writ's authorization details entry.
+pub const MCP_TASK_TYPE: &str = "mcp_task";
+/// The longest purpose text accepted; a purpose is a sentence, not a document.
+pub const MAX_PURPOSE_LEN: usize = 1_000;
+/// How many tool patterns and data classes one task may list.
+pub const MAX_LIST_LEN: usize = 256;
+
+/// `server.tool`, `server.*` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ToolPattern {
+    /// Every tool of every server.
+    Any,
+    /// Every tool of one server.
+    Server(ServerName),
+    /// One tool.
+    Tool(ServerName, String),
+}
+
+impl ToolPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "*" {
+            return Ok(Self::Any);
+        }
+        let Some((server, tool)) = text.split_once('.') else {
+            return Err(format!(
+                "tool pattern `{text}` must be `server.tool`, `server.*` or `*`"
+            ));
+        };
+        let server = ServerName::parse(server).map_err(|err| err.to_string())?;
+        if tool == "*" {
+            return Ok(Self::Server(server));
+        }
+        if !crate::naming::is_valid_tool_name(tool) || tool.contains('*') {
+            return Err(format!(
+                "tool pattern `{text}`: `{tool}` is not a tool name (wildcards only as `server.*`)"
+            ));
+        }
+        Ok(Self::Tool(server, tool.to_owned()))
+    }
+
+    /// True when the tool `tool` of `server` falls under this pattern.
+    pub fn matches(&self, server: &str, tool: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Server(s) => s.as_str() == server,
+            Self::Tool(s, t) => s.as_str() == server && t == tool,
+        }
+    }
+
+    /// True when everything `other` names is also named by `self`.
+    pub fn covers(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Any, _) => true,
+            (Self::Server(s), Self::Server(o) | Self::Tool(o, _)) => s == o,
+            (Self::Tool(s, t), Self::Tool(os, ot)) => s == os && t == ot,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ToolPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Server(s) => write!(f, "{s}.*"),
+            Self::Tool(s, t) => write!(f, "{s}.{t}"),
+        }
+    }
+}
+
+/// True when `pattern` lies under at least one of `within`.
+pub fn covered_by(pattern: &ToolPattern, within: &[ToolPattern]) -> bool {
+    within.iter().any(|outer| outer.covers(pattern))
+}
+
+/// What one task may do: the parsed `mcp_task` authorization details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskGrant {
+    pub purpose: String,
+    pub tools: Vec<ToolPattern>,
+    pub data_classes: Vec<String>,
+    pub max_calls: Option<u64>,
+}
+
+/// Why an `authorization_details` value was refused; the text is the OAuth
+/// `error_description` of an `invalid_authorization_details` error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DetailsError(pub String);
+
+impl TaskGrant {
+    /// Parses the `authorization_details` parameter: a JSON array holding exactly one
+    /// entry of type `mcp_task`. Unknown members are refused rather than ignored, so an
+    /// agent never believes a constraint holds that Writ did not read.
+    pub fn from_authorization_details(text: &str) -> Result<Self, DetailsError> {
+        let err = |m: String| DetailsError(m);
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| err(format!("`authorization_details` is not JSON: {e}")))?;
+        let Value::Array(entries) = value else {
+            return Err(err("`authorization_details` must be a JSON array".into()));
+        };
+        let mut found = None;
+        for entry in entries {
+            let Value::Object(entry) = entry else {
+                return Err(err(
+                    "each authorization details entry must be an object".into()
+                ));
+            };
+            match entry.get("type") {
+                Some(Value::String(t)) if t == MCP_TASK_TYPE => {
+                    if found.is_some() {
+                        return Err(err("only one `mcp_task` entry is allowed".into()));
+                    }
+                    found = Some(entry);
+                }
+                Some(Value::String(t)) => {
+                    return Err(err(format!(
+                        "authorization details type `{t}` is not supported; use `mcp_task`"
+                    )));
+                }
+                _ => return Err(err("an authorization details entry has no `type`".into())),
+            }
+        }
+        let entry = found.ok_or_else(|| err("no `mcp_task` entry".into()))?;
+        Self::from_entry(&entry)
+    }
+
+    fn from_entry(entry: &Map<String, Value>) -> Result<Self, DetailsError> {
+        let err = |m: String| DetailsError(m);
+        for key in entry.keys() {
+            if !matches!(
+                key.as_str(),
+                "type" | "purpose" | "tools" | "data_classes" | "max_calls"
+            ) {
+                return Err(err(format!("`mcp_task` has no member `{key}`")));
+            }
+        }
+        let purpose = match entry.get("purpose") {
+            Some(Value::String(p)) if !p.trim().is_empty() => p.trim().to_owned(),
+            Some(Value::String(_)) | None => {
+                return Err(err("`purpose` is required: say what the task is for".into()));
+            }
+            Some(_) => return Err(err("`purpose` must be a string".into())),
+        };
+        if purpose.chars().count() > MAX_PURPOSE_LEN || purpose.chars().any(char::is_control) {
+            return Err(err(format!(
+                "`purpose` must be at most {MAX_PURPOSE_LEN} characters without control characters"
+            )));
+        }
+        let tools = string_list(entry, "tools")?
+            .ok_or_else(|| err("`tools` is required: list the tools the task needs".into()))?;
+        if tools.is_empty() {
+            return Err(err("`tools` must name at least one tool".into()));
+        }
+        let tools = tools
+            .iter()
+            .map(|t| ToolPattern::parse(t).map_err(DetailsError))
+            .collect::<Result<Vec<_>, _>>()?;
+        let data_classes = string_list(entry, "data_classes")?.unwrap_or_default();
+        for class in &data_classes {
+            if class.is_empty()
+                || class.len() > 64
+                || !class
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return Err(err(format!(
+                    "data class `{class}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"
+                )));
+            }
+        }
+        let max_calls = match entry.get("max_calls") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(n) if n > 0 => Some(n),
+                _ => return Err(err("`max_calls` must be a positive integer".into())),
+            },
+            Some(_) => return Err(err("`max_calls` must be a positive integer".into())),
+        };
+        Ok(Self {
+            purpose,
+            tools,
+            data_classes,
+            max_calls,
+        })
+    }
+
+    /// The grant as an `authorization_details` array, as it goes into a writ.
+    pub fn to_authorization_details(&self) -> Value {
+        let mut entry = Map::new();
+        entry.insert("type".into(), MCP_TASK_TYPE.into());
+        entry.insert("purpose".into(), self.purpose.clone().into());
+        entry.insert(
+            "tools".into(),
+            self.tools.iter().map(|t| t.to_string()).collect(),
+        );
+        entry.insert("data_classes".into(), self.data_classes.clone().into());
+        if let Some(max) = self.max_calls {
+            entry.insert("max_calls".into(), max.into());
+        }
+        Value::Array(vec![Value::Object(entry)])
+    }
+
+    /// True when the tool `tool` of `server` is within the grant.
+    pub fn allows_tool(&self, server: &str, tool: &str) -> bool {
+        self.tools.iter().any(|p| p.matches(server, tool))
+    }
+
+    /// Checks that `child` asks for nothing its parent does not hold and fills in what
+    /// the child left open from the parent: a child without a budget inherits the
+    /// parent's remaining budget. `parent_calls` is how many calls the parent made.
+    pub fn narrow(&self, parent_calls: u64, child: Self) -> Result<Self, DetailsError> {
+        for tool in &child.tools {
+            if !covered_by(tool, &self.tools) {
+                return Err(DetailsError(format!(
+                    "tool `{tool}` is outside the parent task's tools"
+                )));
+            }
+        }
+        for class in &child.data_classes {
+            if !self.data_classes.contains(class) {
+                return Err(DetailsError(format!(
+                    "data class `{class}` is outside the parent task's data classes"
+                )));
+            }
+        }
+        let remaining = self.max_calls.map(|max| max.saturating_sub(parent_calls));
+        let max_calls = match (remaining, child.max_calls) {
+            (Some(0), _) => {
+                return Err(DetailsError(
+                    "the parent task has no calls left to delegate".into(),
+                ));
+            }
+            (Some(left), Some(asked)) if asked > left => {
+                return Err(DetailsError(format!(
+                    "`max_calls` {asked} is more than the parent task's {left} remaining calls"
+                )));
+            }
+            (Some(left), None) => Some(left),
+            (_, asked) => asked,
+        };
+        Ok(Self { max_calls, ..child })
+    }
+}
+
+fn string_list(entry: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, DetailsError> {
+    let Some(value) = entry.get(key) else {
+        return Ok(None);
+    };
+    let Value::Array(items) = value else {
+        return Err(DetailsError(format!("`{key}` must be an array of strings")));
+    };
+    if items.len() > MAX_LIST_LEN {
+        return Err(DetailsError(format!(
+            "`{key}` may list at most {MAX_LIST_LEN} entries"
+        )));
+    }
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(DetailsError(format!("`{key}` must be an array of strings"))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(details: &str) -> Result<TaskGrant, DetailsError> {
+        TaskGrant::from_authorization_details(details)
+    }
+
+    #[test]
+    fn patterns_parse_and_match() {
+        let tool = ToolPattern::parse("notes.read").unwrap();
+        assert!(tool.matches("notes", "read"));
+        assert!(!tool.matches("notes", "write"));
+        let server = ToolPattern::parse("notes.*").unwrap();
+        assert!(server.matches("notes", "write"));
+        assert!(!server.matches("crm", "write"));
+        assert!(ToolPattern::parse("*").unwrap().matches("any", "thing"));
+        assert!(ToolPattern::parse("notes").is_err());
+        assert!(ToolPattern::parse("notes.re*").is_err());
+        assert!(ToolPattern::parse("Notes.read").is_err());
+        assert!(ToolPattern::parse("notes.").is_err());
+    }
+
+    #[test]
+    fn coverage_never_widens() {
+        let p = |t: &str| ToolPattern::parse(t).unwrap();
+        assert!(p("*").covers(&p("notes.*")));
+        assert!(p("notes.*").covers(&p("notes.read")));
+        assert!(p("notes.*").covers(&p("notes.*")));
+        assert!(!p("notes.read").covers(&p("notes.*")));
+        assert!(!p("notes.*").covers(&p("*")));
+        assert!(!p("notes.*").covers(&p("crm.export")));
+    }
+
+    #[test]
+    fn a_well_formed_task_parses() {
+        let g = grant(
+            r#"[{"type":"mcp_task","purpose":" triage ","tools":["notes.read","ops.*"],
+                 "data_classes":["internal"],"max_calls":5}]"#,
+        )
+        .unwrap();
+        assert_eq!(g.purpose, "triage");
+        assert_eq!(g.tools.len(), 2);
+        assert_eq!(g.max_calls, Some(5));
+        let back = g.to_authorization_details().to_string();
+        assert_eq!(grant(&back).unwrap(), g);
+    }
+
+    #[test]
+    fn malformed_details_are_refused_with_a_reason() {
+        for (details, says) in [
+            ("{", "not JSON"),
+            (r#"{"type":"mcp_task"}"#, "array"),
+            (r#"[{"type":"payment"}]"#, "not supported"),
+            (
+                r#"[{"type":"mcp_task","tools":["notes.read"]}]"#,
+                "`purpose` is required",
+            ),
+            (
+                r#"[{"type":"mcp_task","purpose":"  ","tools":["notes.read"]}]"#,
+                "`purpose` is required",
+            ),
+            (
+                r#"[{"type":"mcp_task","purpose":"x"}]"#,
+                "`tools` is required",
+            ),
+            (
+                r#"[{"type":"mcp_task","purpose":"x","tools":[]}]"#,
+                "at least one",
+            ),
+            (
+                r#"[{"type":"mcp_task","purpose":"x","tools":["bad"]}]"#,
+                "tool pattern",
+            ),
+            (
+                r#"[{"type":"mcp_task","purpose":"x","tools":["a.b"],"max_calls":0}]"#,
+                "positive",
+            ),
+            (
+                r#"[{"type":"mcp_task","purpose":"x","tools":["a.b"],"scope":"all"}]"#,
+                "no member `scope`",
+            ),
+            (
+                r#"[{"type":"mcp_task","purpose":"x","tools":["a.b"],"data_classes":["PII"]}]"#,
+                "data class",
+            ),
+            (r#"[{"purpose":"x"}]"#, "no `type`"),
+            (r#"[]"#, "no `mcp_task`"),
+        ] {
+            let error = grant(details).unwrap_err().0;
+            assert!(error.contains(says), "{details}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_child_grant_must_lie_within_its_parent() {
+        let parent = grant(
+            r#"[{"type":"mcp_task","purpose":"p","tools":["notes.*"],"data_classes":["internal"],"max_calls":10}]"#,
+        )
+        .unwrap();
+        let child = |d: &str| grant(d).unwrap();
+        let narrowed = parent
+            .narrow(
+                4,
+                child(r#"[{"type":"mcp_task","purpose":"c","tools":["notes.read"]}]"#),
+            )
+            .unwrap();
+        assert_eq!(narrowed.max_calls, Some(6), "inherits the remaining budget");
+        let wider = parent.narrow(
+            0,
+            child(r#"[{"type":"mcp_task","purpose":"c","tools":["crm.export"]}]"#),
+        );
+        assert!(
+            wider
+                .unwrap_err()
+                .0
+                .contains("outside the parent task's tools")
+        );
+        let class = parent.narrow(
+            0,
+            child(r#"[{"type":"mcp_task","purpose":"c","tools":["notes.read"],"data_classes":["pii"]}]"#),
+        );
+        assert!(class.unwrap_err().0.contains("data class"));
+        let budget = parent.narrow(
+            8,
+            child(r#"[{"type":"mcp_task","purpose":"c","tools":["notes.read"],"max_calls":3}]"#),
+        );
+        assert!(budget.unwrap_err().0.contains("remaining"));
+        let spent = parent.narrow(
+            10,
+            child(r#"[{"type":"mcp_task","purpose":"c","tools":["notes.read"]}]"#),
+        );
+        assert!(spent.unwrap_err().0.contains("no calls left"));
+    }
+}
