@@ -9,12 +9,24 @@ use serde_json::value::RawValue;
 use writ_mcp::jsonrpc::{self, code};
 use writ_mcp::upstream::UpstreamError;
 
+use crate::token::Denied;
+
 /// MCP error codes from the 2026-07-28 schema.
 pub mod mcp_code {
     pub const HEADER_MISMATCH: i64 = -32020;
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     /// Resource not found up to 2025-11-25; 2026-07-28 uses `-32602` and forbids this code.
     pub const RESOURCE_NOT_FOUND_BEFORE_2026: i64 = -32002;
+}
+
+/// Writ's own codes for refusals of the token service, outside the JSON-RPC reserved range.
+pub mod writ_code {
+    /// No valid writ, or its task is no longer active (HTTP 401).
+    pub const NOT_AUTHENTICATED: i64 = -31010;
+    /// The writ is valid but its task does not cover the request (HTTP 403).
+    pub const OUTSIDE_TASK: i64 = -31011;
+    /// Writ could not decide, so it refused (HTTP 503).
+    pub const UNAVAILABLE: i64 = -31012;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +42,9 @@ pub enum GatewayError {
     /// The upstream server, or the link to it, is at fault.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The token service did not let the request in, or its task does not cover it.
+    #[error("{0:?}")]
+    Denied(Denied),
     /// Writ is at fault; the detail is logged, the agent gets a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -81,6 +96,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Client { status, .. } => *status,
+            Self::Denied(Denied::InsufficientScope(_)) => StatusCode::FORBIDDEN,
+            Self::Denied(Denied::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Denied(_) => StatusCode::UNAUTHORIZED,
             // Upstream and internal failures are JSON-RPC errors on a successful exchange.
             Self::Upstream(_) | Self::Internal(_) => StatusCode::OK,
         }
@@ -95,6 +113,27 @@ impl GatewayError {
                 data,
                 ..
             } => jsonrpc::error_response(id, *code, message, data.as_ref()),
+            Self::Denied(denied) => {
+                let (code, message) = match denied {
+                    Denied::NoToken => (
+                        writ_code::NOT_AUTHENTICATED,
+                        "a writ is required: begin a task at the token endpoint and send `Authorization: Bearer <writ>`".to_owned(),
+                    ),
+                    Denied::InvalidToken(why) | Denied::InvalidProof(why) => {
+                        (writ_code::NOT_AUTHENTICATED, why.clone())
+                    }
+                    Denied::UseNonce(_) => (
+                        writ_code::NOT_AUTHENTICATED,
+                        "send the DPoP proof again with the nonce in `DPoP-Nonce`".to_owned(),
+                    ),
+                    Denied::InsufficientScope(why) => (writ_code::OUTSIDE_TASK, why.clone()),
+                    Denied::Unavailable => (
+                        writ_code::UNAVAILABLE,
+                        "Writ could not check the writ; try again".to_owned(),
+                    ),
+                };
+                jsonrpc::error_response(id, code, &message, None)
+            }
             Self::Upstream(UpstreamError::Rpc(error)) => jsonrpc::raw_error_response(id, error),
             Self::Upstream(err) => jsonrpc::error_response(id, err.code(), &err.to_string(), None),
             Self::Internal(detail) => {

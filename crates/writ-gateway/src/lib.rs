@@ -6,6 +6,7 @@ pub mod error;
 mod front_door;
 mod pipeline;
 mod sessions;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use writ_core::config::{Config, GatewayConfig};
+use writ_core::config::{AuthMode, Config, GatewayConfig};
 use writ_mcp::jsonrpc;
 use writ_mcp::revision::ProtocolVersion;
 use writ_mcp::upstream::{ListKind, Upstream, UpstreamEvent};
@@ -41,6 +42,8 @@ pub struct Gateway {
     /// Notifications for every agent stream (list changes), as JSON-RPC text.
     notices: broadcast::Sender<String>,
     allowed_origins: Vec<String>,
+    /// The token service; `None` only with `gateway.auth = "off"`.
+    tokens: Option<Arc<token::TokenService>>,
     shutdown: CancellationToken,
 }
 
@@ -54,6 +57,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("could not open the store at `{path}`: {source}")]
+    Store {
+        path: std::path::PathBuf,
+        source: writ_store::StoreError,
+    },
+    #[error(transparent)]
+    Tokens(#[from] token::TokenStartError),
 }
 
 impl Gateway {
@@ -61,6 +71,7 @@ impl Gateway {
     fn start(
         config: &Config,
         listen: SocketAddr,
+        tokens: Option<Arc<token::TokenService>>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
         let upstreams = config
@@ -86,6 +97,7 @@ impl Gateway {
                 config.gateway.max_sessions,
             ),
             notices,
+            tokens,
             shutdown,
         });
         for index in 0..gateway.upstreams.len() {
@@ -247,6 +259,11 @@ async fn sweep_sessions(gateway: Arc<Gateway>) {
 
 /// The HTTP routes, without a socket (usable from tests with `tower::ServiceExt`).
 pub fn app(gateway: Arc<Gateway>) -> Router {
+    let token_routes = gateway
+        .tokens
+        .clone()
+        .map(token::endpoints::routes)
+        .unwrap_or_default();
     Router::new()
         .route(
             "/mcp",
@@ -257,6 +274,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(gateway)
+        .merge(token_routes)
 }
 
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
@@ -301,7 +319,31 @@ impl Running {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let gateway = Gateway::start(config, local_addr, shutdown.clone())?;
+        let tokens = match config.gateway.auth {
+            AuthMode::Off => {
+                tracing::warn!(
+                    "authentication is OFF (`gateway.auth = \"off\"`): anyone who reaches {local_addr} may call every tool; use this for local development only"
+                );
+                None
+            }
+            AuthMode::On => {
+                let store = writ_store::SqliteStore::open(&config.store.path)
+                    .await
+                    .map_err(|source| StartError::Store {
+                        path: config.store.path.clone(),
+                        source,
+                    })?;
+                let base = config
+                    .gateway
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{local_addr}"));
+                let service = token::TokenService::start(config, &base, Arc::new(store)).await?;
+                service.spawn_followers(shutdown.clone());
+                Some(service)
+            }
+        };
+        let gateway = Gateway::start(config, local_addr, tokens, shutdown.clone())?;
         let router = app(gateway.clone());
         let drain = shutdown.clone();
         let server = tokio::spawn(async move {

@@ -2,13 +2,16 @@
 //! accepted it (framing, origin, session or per-request version already checked).
 //!
 //! ```text
-//! request ──▶ route (method → list | tool | prompt | resource | local)
+//! request ──▶ (front door: authenticate — the writ, its DPoP proof, its task's state)
+//!         ──▶ route (method → list | tool | prompt | resource | local)
 //!         ──▶ resolve target (exposed name → server, upstream name)
+//!         ──▶ task check (the tool is within the task's tools; one call of its budget)
 //!         ──▶ forward (Writ's own upstream session, id and progress token)
 //!         ──▶ shape result for the agent's revision ──▶ agent
 //! ```
-//! Identity, task, policy, approval and audit stages are inserted between resolve and
-//! forward as they land; each is one function called from `handle`.
+//! `tools/list` shows only the tools the caller's task covers. Policy, approval and audit
+//! stages are inserted between the task check and forward as they land; each is one
+//! function called from `handle`.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -19,6 +22,7 @@ use writ_mcp::upstream::{ProgressRoute, Upstream};
 use crate::Gateway;
 use crate::catalog::ListName;
 use crate::error::GatewayError;
+use crate::token::{Caller, Denied};
 
 /// `_meta` keys of the 2026-07-28 revision that describe the agent's request to Writ; they
 /// are not forwarded to upstreams, which speak an earlier revision.
@@ -35,17 +39,20 @@ pub async fn handle(
     request: &Request,
     version: ProtocolVersion,
     progress: Option<ProgressRoute>,
+    caller: Option<&Caller>,
 ) -> Result<Box<RawValue>, GatewayError> {
     let result = match request.method.as_str() {
         "ping" => Ok(jsonrpc::to_raw(&serde_json::json!({}))),
         "server/discover" if version.is_stateless() => {
             Ok(jsonrpc::to_raw(&gateway.discover_result()))
         }
-        "tools/list" => list(gateway, request, ListName::Tools, version),
-        "prompts/list" => list(gateway, request, ListName::Prompts, version),
-        "resources/list" => list(gateway, request, ListName::Resources, version),
-        "resources/templates/list" => list(gateway, request, ListName::ResourceTemplates, version),
-        "tools/call" => call_tool(gateway, request, progress).await,
+        "tools/list" => list(gateway, request, ListName::Tools, version, caller),
+        "prompts/list" => list(gateway, request, ListName::Prompts, version, None),
+        "resources/list" => list(gateway, request, ListName::Resources, version, None),
+        "resources/templates/list" => {
+            list(gateway, request, ListName::ResourceTemplates, version, None)
+        }
+        "tools/call" => call_tool(gateway, request, progress, caller).await,
         "prompts/get" => get_prompt(gateway, request).await,
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             resource(gateway, request, version).await
@@ -96,6 +103,7 @@ fn list(
     request: &Request,
     list: ListName,
     version: ProtocolVersion,
+    caller: Option<&Caller>,
 ) -> Result<Box<RawValue>, GatewayError> {
     let params = params(request)?;
     let cursor = match params.get("cursor") {
@@ -117,10 +125,17 @@ fn list(
     out.push_str("{\"");
     out.push_str(list.result_key());
     out.push_str("\":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
+    // A page may come out shorter than the page size once filtered; its cursor still
+    // leads on, so the agent sees every tool its task covers.
+    let mut first = true;
+    for item in items
+        .iter()
+        .filter(|item| within_task(gateway, caller, item))
+    {
+        if !first {
             out.push(',');
         }
+        first = false;
         out.push_str(item.get());
     }
     out.push(']');
@@ -136,10 +151,62 @@ fn list(
     RawValue::from_string(out).map_err(|e| GatewayError::Internal(format!("list result: {e}")))
 }
 
+/// True when a listed tool is within the caller's task (always, without authentication).
+fn within_task(gateway: &Gateway, caller: Option<&Caller>, item: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        name: std::borrow::Cow<'a, str>,
+    }
+    let Some(caller) = caller else {
+        return true;
+    };
+    let Ok(named) = serde_json::from_str::<Named<'_>>(item.get()) else {
+        return false;
+    };
+    gateway
+        .catalog
+        .resolve(&named.name)
+        .and_then(|(index, tool)| Some((gateway.upstreams.get(index)?, tool)))
+        .is_some_and(|(upstream, tool)| {
+            caller
+                .task
+                .grant
+                .allows_tool(upstream.name().as_str(), tool)
+        })
+}
+
+/// The task stage: the tool must be one the task declared, and the task must have a call
+/// left in its budget. Out of scope is refused before the budget is touched.
+fn check_task(
+    gateway: &Gateway,
+    caller: Option<&Caller>,
+    upstream: &Upstream,
+    tool: &str,
+    exposed: &str,
+) -> Result<(), GatewayError> {
+    let (Some(caller), Some(tokens)) = (caller, &gateway.tokens) else {
+        return Ok(());
+    };
+    if !caller
+        .task
+        .grant
+        .allows_tool(upstream.name().as_str(), tool)
+    {
+        return Err(GatewayError::Denied(Denied::InsufficientScope(format!(
+            "tool `{exposed}` is outside task `{}` (its tools: {})",
+            caller.task.task.id,
+            caller.task.task.tools.join(", ")
+        ))));
+    }
+    tokens.count_call(caller).map_err(GatewayError::Denied)
+}
+
 async fn call_tool(
     gateway: &Gateway,
     request: &Request,
     progress: Option<ProgressRoute>,
+    caller: Option<&Caller>,
 ) -> Result<Box<RawValue>, GatewayError> {
     let mut params = params(request)?;
     let exposed = string_param(&params, "name")?.to_owned();
@@ -152,6 +219,7 @@ async fn call_tool(
         ));
     }
     let (upstream, tool) = resolve_tool(gateway, &exposed)?;
+    check_task(gateway, caller, &upstream, &tool, &exposed)?;
     params.insert("name".into(), Value::String(tool));
     Ok(upstream
         .call("tools/call", Some(upstream_params(params)), progress)

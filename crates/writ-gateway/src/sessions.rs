@@ -15,6 +15,9 @@ use writ_mcp::revision::ProtocolVersion;
 pub struct Session {
     pub id: String,
     pub version: ProtocolVersion,
+    /// The agent whose writ opened the session; only it may use the session
+    /// (`None` with authentication off).
+    pub agent: Option<String>,
     born: Instant,
     /// Milliseconds after `born` of the last request, for idle expiry.
     last_seen_ms: AtomicU64,
@@ -90,7 +93,7 @@ impl Sessions {
 
     /// Starts a session with a fresh unguessable id (122 random bits).
     /// `None` when `max` sessions are open even after forgetting idle ones.
-    pub fn create(&self, version: ProtocolVersion) -> Option<Arc<Session>> {
+    pub fn create(&self, version: ProtocolVersion, agent: Option<String>) -> Option<Arc<Session>> {
         if self.len() >= self.max {
             self.sweep();
             if self.len() >= self.max {
@@ -100,6 +103,7 @@ impl Sessions {
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
             version,
+            agent,
             born: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
             in_flight: Mutex::default(),
@@ -168,7 +172,7 @@ mod tests {
     #[test]
     fn sessions_expire_when_idle() {
         let sessions = Sessions::new(Duration::from_millis(20), 10);
-        let session = sessions.create(ProtocolVersion::V2025_06_18).unwrap();
+        let session = sessions.create(ProtocolVersion::V2025_06_18, None).unwrap();
         assert!(sessions.get(&session.id).is_some());
         std::thread::sleep(Duration::from_millis(40));
         assert!(sessions.get(&session.id).is_none());
@@ -178,17 +182,29 @@ mod tests {
     #[test]
     fn sessions_are_capped() {
         let sessions = Sessions::new(Duration::from_secs(60), 2);
-        let first = sessions.create(ProtocolVersion::V2025_11_25).unwrap();
-        assert!(sessions.create(ProtocolVersion::V2025_11_25).is_some());
-        assert!(sessions.create(ProtocolVersion::V2025_11_25).is_none());
+        let first = sessions.create(ProtocolVersion::V2025_11_25, None).unwrap();
+        assert!(
+            sessions
+                .create(ProtocolVersion::V2025_11_25, None)
+                .is_some()
+        );
+        assert!(
+            sessions
+                .create(ProtocolVersion::V2025_11_25, None)
+                .is_none()
+        );
         sessions.end(&first.id);
-        assert!(sessions.create(ProtocolVersion::V2025_11_25).is_some());
+        assert!(
+            sessions
+                .create(ProtocolVersion::V2025_11_25, None)
+                .is_some()
+        );
     }
 
     #[test]
     fn cancelling_reaches_the_in_flight_request() {
         let sessions = Sessions::new(Duration::from_secs(60), 10);
-        let session = sessions.create(ProtocolVersion::V2025_11_25).unwrap();
+        let session = sessions.create(ProtocolVersion::V2025_11_25, None).unwrap();
         let guard = session.track("7");
         session.cancel("7");
         assert!(guard.token.is_cancelled());

@@ -59,7 +59,7 @@ fn stdio_server_toml(name: &str) -> String {
 
 async fn start(toml: &str) -> Running {
     let config = Config::parse(&format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncall_timeout = \"2s\"\n{toml}"
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"off\"\ncall_timeout = \"2s\"\n{toml}"
     ))
     .unwrap();
     let running = Running::start(&config).await.unwrap();
@@ -776,7 +776,7 @@ async fn readiness_follows_the_upstreams_and_shutdown_drains_calls() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = Config::parse(&format!("[gateway]\nlisten = \"127.0.0.1:0\"\n[[servers]]\nname = \"down\"\ntransport = \"http\"\nurl = \"http://{closed}/mcp\"\n")).unwrap();
+    let config = Config::parse(&format!("[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"off\"\n[[servers]]\nname = \"down\"\ntransport = \"http\"\nurl = \"http://{closed}/mcp\"\n")).unwrap();
     let down = Running::start(&config).await.unwrap();
     let http = reqwest::Client::new();
     assert_eq!(

@@ -20,6 +20,12 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Measure tools/call through Writ against a direct connection, in one run.
     Bench(cmd::bench::Args),
+    /// Register agents and manage their identities.
+    Agent(cmd::agent::Args),
+    /// Begin and end tasks (as an agent); list, show and revoke them (as an operator).
+    Task(cmd::task::Args),
+    /// Rotate and list Writ's signing keys.
+    Keys(cmd::keys::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +52,9 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Agent(args) => cmd::agent::run(args).await,
+            Command::Task(args) => cmd::task::run(args).await,
+            Command::Keys(args) => cmd::keys::run(args).await,
         }
     });
     match outcome {

@@ -58,7 +58,7 @@ fn a_missing_config_file_is_named() {
 }
 
 #[test]
-fn the_demo_tour_lists_and_calls_every_access_class() {
+fn the_demo_tour_begins_a_task_calls_within_it_and_ends_it() {
     let output = writ()
         .args(["demo", "--tour-only", "--listen", "127.0.0.1:0"])
         .output()
@@ -70,14 +70,30 @@ fn the_demo_tour_lists_and_calls_every_access_class() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("notes.read, notes.write, ops.run, crm.export"),
+        stdout.contains(
+            "/mcp answers 401 Unauthorized with `WWW-Authenticate: Bearer resource_metadata="
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("a DPoP writ for 600 s"), "{stdout}");
+    assert!(
+        stdout.contains("tools/list shows only the task's tools: notes.read, notes.write\n"),
         "{stdout}"
     );
     assert!(
         stdout.contains("notes.read (read)     → ship the gateway"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("ops.run (outside the task) → HTTP 403: tool `ops.run` is outside task"),
+        "{stdout}"
+    );
     assert!(stdout.contains("unknown tool `crm.delete_all`"), "{stdout}");
+    assert!(stdout.contains("now gets HTTP 401: task `tsk_"), "{stdout}");
+    assert!(
+        stdout.contains("is completed; begin a new task"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -87,7 +103,7 @@ fn serve_runs_until_sigterm_and_exits_cleanly() {
     let path = temp_config(
         "serve",
         &format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\n[[servers]]\nname = \"py\"\ntransport = \"stdio\"\ncommand = \"python3\"\nargs = [\"-u\", \"{}\"]\n",
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"off\"\n[[servers]]\nname = \"py\"\ntransport = \"stdio\"\ncommand = \"python3\"\nargs = [\"-u\", \"{}\"]\n",
             fixture.display()
         ),
     );

@@ -131,7 +131,7 @@ fn writ_serve(gateway: &str, servers: &str, processes: &mut Processes) -> String
     std::fs::write(
         &config,
         format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\ncall_timeout = \"20s\"\n{gateway}\n{servers}"
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"off\"\ncall_timeout = \"20s\"\n{gateway}\n{servers}"
         ),
     )
     .unwrap();

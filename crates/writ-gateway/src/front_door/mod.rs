@@ -26,6 +26,7 @@ use crate::Gateway;
 use crate::error::GatewayError;
 use crate::pipeline;
 use crate::sessions::Session;
+use crate::token::{Caller, Denied, endpoints};
 
 mod stateless;
 
@@ -65,6 +66,10 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
     if let Err(error) = check_origin(&gateway, &headers) {
         return refuse(&error, None);
     }
+    let caller = match authenticate(&gateway, &headers, "POST").await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
     if !content_type
         .to_ascii_lowercase()
@@ -111,13 +116,13 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
     };
     match frame {
         Frame::Single(Message::Request(request)) if request.method == "initialize" => {
-            initialize(&gateway, &request).await
+            initialize(&gateway, &request, caller.as_ref()).await
         }
         Frame::Single(message)
             if header_version.is_some_and(ProtocolVersion::is_stateless)
                 || carries_version_meta(&message) =>
         {
-            stateless::post(&gateway, &headers, header_version, message, accept).await
+            stateless::post(&gateway, &headers, header_version, message, accept, caller).await
         }
         Frame::Batch(_) if header_version.is_some_and(ProtocolVersion::is_stateless) => refuse(
             &client_error(
@@ -127,7 +132,35 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
             ),
             None,
         ),
-        frame => with_session(&gateway, &headers, header_version, frame, accept).await,
+        frame => with_session(&gateway, &headers, header_version, frame, accept, caller).await,
+    }
+}
+
+/// The authentication stage: `Ok(None)` with authentication off, the caller otherwise;
+/// a refusal carries the challenge the MCP authorization specification asks for.
+async fn authenticate(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    method: &str,
+) -> Result<Option<Caller>, Response> {
+    let Some(tokens) = &gateway.tokens else {
+        return Ok(None);
+    };
+    let authorization = header_str(headers, header::AUTHORIZATION.as_str());
+    match tokens
+        .authenticate(authorization, header_str(headers, "dpop"), method)
+        .await
+    {
+        Ok(caller) => Ok(Some(caller)),
+        Err(denied) => {
+            tracing::info!(?denied, "request not let in");
+            let error = GatewayError::Denied(denied.clone());
+            Err(endpoints::challenge(
+                tokens,
+                &denied,
+                error.to_response(None),
+            ))
+        }
     }
 }
 
@@ -192,7 +225,7 @@ fn carries_version_meta(message: &Message) -> bool {
     params.is_some_and(|p| p.get().contains(VERSION_META))
 }
 
-async fn initialize(gateway: &Gateway, request: &Request) -> Response {
+async fn initialize(gateway: &Gateway, request: &Request, caller: Option<&Caller>) -> Response {
     let requested = request
         .params
         .as_deref()
@@ -207,7 +240,8 @@ async fn initialize(gateway: &Gateway, request: &Request) -> Response {
         return refuse(&error, Some(request.id.as_raw()));
     };
     let version = ProtocolVersion::negotiate(&requested);
-    let Some(session) = gateway.sessions.create(version) else {
+    let agent = caller.map(|c| c.agent_id().to_owned());
+    let Some(session) = gateway.sessions.create(version, agent) else {
         let error = client_error(
             StatusCode::SERVICE_UNAVAILABLE,
             code::INTERNAL_ERROR,
@@ -236,8 +270,9 @@ async fn with_session(
     header_version: Option<ProtocolVersion>,
     frame: Frame,
     accept: Accept,
+    caller: Option<Caller>,
 ) -> Response {
-    let session = match session_of(gateway, headers) {
+    let session = match session_of(gateway, headers, caller.as_ref()) {
         Ok(session) => session,
         Err(error) => return refuse(&error, None),
     };
@@ -255,6 +290,7 @@ async fn with_session(
                 session.version,
                 Some(session),
                 accept,
+                caller,
             )
             .await
         }
@@ -276,11 +312,17 @@ async fn with_session(
             );
             refuse(&error, None)
         }
-        Frame::Batch(items) => batch(gateway, &session, items).await,
+        Frame::Batch(items) => batch(gateway, &session, items, caller.as_ref()).await,
     }
 }
 
-fn session_of(gateway: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, GatewayError> {
+/// The session the request names. A session belongs to the agent that opened it: another
+/// agent's writ finds no such session, as if the id were unknown.
+fn session_of(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    caller: Option<&Caller>,
+) -> Result<Arc<Session>, GatewayError> {
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(client_error(
             StatusCode::BAD_REQUEST,
@@ -288,7 +330,9 @@ fn session_of(gateway: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Ga
             "`Mcp-Session-Id` is missing; send `initialize` first",
         ));
     };
-    gateway.sessions.get(id).ok_or_else(|| {
+    let agent = caller.map(Caller::agent_id);
+    let owned = |s: &Arc<Session>| s.agent.as_deref() == agent;
+    gateway.sessions.get(id).filter(owned).ok_or_else(|| {
         client_error(
             StatusCode::NOT_FOUND,
             code::INVALID_REQUEST,
@@ -315,6 +359,7 @@ async fn batch(
     gateway: &Arc<Gateway>,
     session: &Arc<Session>,
     items: Vec<Result<Message, FrameError>>,
+    caller: Option<&Caller>,
 ) -> Response {
     let mut answers = Vec::new();
     for item in items {
@@ -332,7 +377,7 @@ async fn batch(
             Ok(Message::Request(request)) => {
                 let _in_flight = session.track(request.id.as_raw().get());
                 answers.push(
-                    match pipeline::handle(gateway, &request, session.version, None).await {
+                    match pipeline::handle(gateway, &request, session.version, None, caller).await {
                         Ok(result) => jsonrpc::result_response(request.id.as_raw(), &result),
                         Err(error) => error.to_response(Some(request.id.as_raw())),
                     },
@@ -360,6 +405,7 @@ async fn answer(
     version: ProtocolVersion,
     session: Option<Arc<Session>>,
     accept: Accept,
+    caller: Option<Caller>,
 ) -> Response {
     let progress_token = request
         .params
@@ -386,16 +432,18 @@ async fn answer(
         }
         _ => (None, None),
     };
+    let tokens = gateway.tokens.clone();
     let work = async move {
         let _in_flight = in_flight;
         let outcome = tokio::select! {
-            outcome = pipeline::handle(&gateway, &request, version, route) => outcome,
+            outcome = pipeline::handle(&gateway, &request, version, route, caller.as_ref()) => outcome,
             () = cancelled.cancelled() => Err(client_error(StatusCode::OK, code::INVALID_REQUEST, "the request was cancelled")),
         };
         match outcome {
             Ok(result) => (
                 StatusCode::OK,
                 jsonrpc::result_response(request.id.as_raw(), &result),
+                None::<Denied>,
             ),
             Err(error) => {
                 // A stateless server answers an unknown method with 404 (2026-07-28).
@@ -407,16 +455,26 @@ async fn answer(
                     }
                     other => other.status(),
                 };
-                (status, error.to_response(Some(request.id.as_raw())))
+                let denied = match error {
+                    GatewayError::Denied(ref denied) => Some(denied.clone()),
+                    _ => None,
+                };
+                (status, error.to_response(Some(request.id.as_raw())), denied)
             }
         }
     };
     match notes {
-        None => {
-            let (status, body) = work.await;
-            json_response(status, body)
-        }
-        Some(notes) => sse_response(progress_stream(Box::pin(work), notes)),
+        None => match (work.await, tokens) {
+            ((_, body, Some(denied)), Some(tokens)) => endpoints::challenge(&tokens, &denied, body),
+            ((status, body, _), _) => json_response(status, body),
+        },
+        Some(notes) => sse_response(progress_stream(
+            Box::pin(async move {
+                let (status, body, _) = work.await;
+                (status, body)
+            }),
+            notes,
+        )),
     }
 }
 
@@ -481,7 +539,12 @@ pub async fn get(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
         );
         return refuse(&error, None);
     }
-    let session = match session_of(&gateway, &headers) {
+    let caller = match authenticate(&gateway, &headers, "GET").await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    // The stream is authorised when it opens; notices on it carry no tool results.
+    let session = match session_of(&gateway, &headers, caller.as_ref()) {
         Ok(session) => session,
         Err(error) => return refuse(&error, None),
     };
@@ -521,17 +584,15 @@ pub async fn delete(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> 
     if let Some(refused) = refuse_outside_session_era(&gateway, &headers) {
         return refused;
     }
-    let Some(id) = header_str(&headers, SESSION_HEADER) else {
-        return refuse(
-            &client_error(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_REQUEST,
-                "`Mcp-Session-Id` is missing",
-            ),
-            None,
-        );
+    let caller = match authenticate(&gateway, &headers, "DELETE").await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
     };
-    if gateway.sessions.end(id) {
+    let session = match session_of(&gateway, &headers, caller.as_ref()) {
+        Ok(session) => session,
+        Err(error) => return refuse(&error, None),
+    };
+    if gateway.sessions.end(&session.id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         refuse(

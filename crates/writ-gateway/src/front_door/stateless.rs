@@ -15,6 +15,7 @@ use super::{
 };
 use crate::Gateway;
 use crate::error::GatewayError;
+use crate::token::Caller;
 
 const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 
@@ -26,6 +27,7 @@ pub(super) async fn post(
     header_version: Option<ProtocolVersion>,
     message: Message,
     accept: Accept,
+    caller: Option<Caller>,
 ) -> Response {
     let request = match message {
         Message::Request(request) => request,
@@ -97,7 +99,7 @@ pub(super) async fn post(
         );
         return refuse(&error, Some(id));
     }
-    answer(gateway.clone(), request, version, None, accept).await
+    answer(gateway.clone(), request, version, None, accept, caller).await
 }
 
 fn is_known_method(method: &str) -> bool {

@@ -3,18 +3,27 @@
 //!
 //! The upstream is Writ's kit server with an `echo` tool on loopback. Phases alternate
 //! (direct, Writ, direct, Writ, …) so drift on a shared machine hits both sides alike.
-//! This is the first scenario of the benchmark; open-loop, list, token and resource
-//! figures join it as the pipeline grows.
+//! Agents authenticate as a user would run Writ: a registered agent begins a task and
+//! sends its writ (bearer, or DPoP-bound with a proof per call) on every call. The token
+//! scenario times the exchange itself. Open-loop and list figures join as the pipeline
+//! grows.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use writ_core::config::{Config, HttpTransport, ServerConfig, ToolNames, Transport};
+use writ_core::config::{
+    Config, HttpTransport, ServerConfig, SigningAlgorithm, ToolNames, Transport,
+};
 use writ_core::naming::ServerName;
 use writ_gateway::Running;
+use writ_gateway::token::agent_key::{self, AgentKey};
+use writ_gateway::token::client::{self, TaskRequest};
+use writ_gateway::token::now;
 use writ_mcp::server::{Tool, ToolServer, text_result};
+use writ_store::{Agent, AgentCredential};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,6 +42,13 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// How agents authenticate through Writ: `bearer` writs (the default), `dpop`-bound
+    /// writs (a fresh proof signed per call, counted in Writ's latency), or `off`.
+    #[arg(long, default_value = "bearer", value_parser = ["off", "bearer", "dpop"])]
+    auth: String,
+    /// Token exchanges to time after the call phases (0 to skip).
+    #[arg(long, default_value_t = 400)]
+    tokens: usize,
 }
 
 #[derive(Debug, Default)]
@@ -87,31 +103,91 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .serve("127.0.0.1:0".parse()?)
         .await?;
     let direct_url = format!("http://{upstream_addr}/mcp");
-    let running = Running::start(&bench_config(upstream_addr)?).await?;
+    let data = std::env::temp_dir().join(format!("writ-bench-{}", std::process::id()));
+    let config = bench_config(upstream_addr, &data, args.auth != "off")?;
+    let key = if args.auth == "off" {
+        None
+    } else {
+        Some(register_agent(&config).await?)
+    };
+    let running = Running::start(&config).await?;
     if !running.wait_ready(Duration::from_secs(10)).await {
         bail!("the gateway did not become ready");
     }
     let writ_url = running.mcp_url();
+    let base = format!("http://{}", running.local_addr());
+    let http = reqwest::Client::new();
+    let auth = match &key {
+        None => None,
+        Some(key) => {
+            let request = TaskRequest {
+                purpose: "benchmark the echo tool".into(),
+                tools: vec!["bench.*".into()],
+                ttl: Some(3600),
+                dpop: args.auth == "dpop",
+                ..TaskRequest::default()
+            };
+            let begun = client::begin_task(&http, &base, key, &request)
+                .await
+                .map_err(|e| anyhow::anyhow!("the bench task was refused: {e}"))?;
+            Some(Arc::new(Auth {
+                token: begun.access_token,
+                key: (args.auth == "dpop").then(|| key.clone()),
+            }))
+        }
+    };
 
     let text = "x".repeat(args.payload);
     let mut direct = Samples::default();
     let mut writ = Samples::default();
     // One warm-up phase each, not counted: connections, allocators and caches settle.
-    phase(&direct_url, "echo", &text, args.clients, args.clients * 10).await?;
-    phase(&writ_url, "echo", &text, args.clients, args.clients * 10).await?;
+    phase(
+        &direct_url,
+        "echo",
+        &text,
+        args.clients,
+        args.clients * 10,
+        None,
+    )
+    .await?;
+    phase(
+        &writ_url,
+        "echo",
+        &text,
+        args.clients,
+        args.clients * 10,
+        auth.clone(),
+    )
+    .await?;
     for _ in 0..args.rounds {
-        let d = phase(&direct_url, "echo", &text, args.clients, args.calls).await?;
+        let d = phase(&direct_url, "echo", &text, args.clients, args.calls, None).await?;
         direct.latencies.extend(d.latencies);
         direct.elapsed += d.elapsed;
-        let w = phase(&writ_url, "echo", &text, args.clients, args.calls).await?;
+        let w = phase(
+            &writ_url,
+            "echo",
+            &text,
+            args.clients,
+            args.calls,
+            auth.clone(),
+        )
+        .await?;
         writ.latencies.extend(w.latencies);
         writ.elapsed += w.elapsed;
     }
+    let tokens = match &key {
+        Some(key) if args.tokens > 0 => {
+            Some(token_phase(&base, key, args.clients, args.tokens, args.auth == "dpop").await?)
+        }
+        _ => None,
+    };
     running.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&data);
 
     let added = |p: f64| writ.percentile(p) - direct.percentile(p);
     let report = json!({
         "scenario": "call",
+        "auth": args.auth,
         "clients": args.clients,
         "payload_bytes": args.payload,
         "direct": direct.summary(),
@@ -120,15 +196,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "latency_ratio_p50": writ.percentile(50.0) / direct.percentile(50.0).max(f64::EPSILON),
         "throughput_ratio": writ.throughput() / direct.throughput().max(f64::EPSILON),
     });
+    let token_report = tokens.as_ref().map(|t| {
+        json!({ "scenario": "token", "auth": args.auth, "clients": args.clients, "exchanges": t.summary() })
+    });
     if args.json {
         println!("{report}");
+        if let Some(token_report) = token_report {
+            println!("{token_report}");
+        }
         return Ok(());
     }
     println!(
-        "scenario call: tools/call, {} B argument, {} clients, closed loop, {} calls per side",
+        "scenario call: tools/call, {} B argument, {} clients, closed loop, {} calls per side, auth {}",
         args.payload,
         args.clients,
-        direct.latencies.len()
+        direct.latencies.len(),
+        args.auth
     );
     println!(
         "{:<8} {:>9} {:>9} {:>9} {:>9} {:>12}",
@@ -156,11 +239,101 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "throughput through Writ / direct: {:.2}",
         writ.throughput() / direct.throughput().max(f64::EPSILON)
     );
+    if let Some(t) = tokens {
+        println!(
+            "scenario token: {} token exchanges ({} clients): p50 {:.3} ms, p99 {:.3} ms, {:.0} exchanges/s",
+            t.latencies.len(),
+            args.clients,
+            t.percentile(50.0),
+            t.percentile(99.0),
+            t.throughput()
+        );
+    }
     Ok(())
 }
 
-fn bench_config(upstream: SocketAddr) -> anyhow::Result<Config> {
-    let mut config = Config::parse("[gateway]\nlisten = \"127.0.0.1:0\"\n")?;
+/// What the bench agent sends with each call through Writ.
+struct Auth {
+    token: String,
+    /// Present for DPoP: a fresh proof is signed for every call.
+    key: Option<Arc<AgentKey>>,
+}
+
+/// Registers the bench agent in the bench's own store and returns its key.
+async fn register_agent(config: &Config) -> anyhow::Result<Arc<AgentKey>> {
+    let store = super::open_store(config).await?;
+    let id = agent_key::new_agent_id();
+    let (key, public_pem) = AgentKey::generate(&id, SigningAlgorithm::EdDSA)?;
+    store
+        .create_agent(&Agent {
+            id,
+            name: "bench".into(),
+            team: None,
+            owner: None,
+            credential: AgentCredential::PublicKey {
+                algorithm: "EdDSA".into(),
+                pem: public_pem,
+            },
+            disabled: false,
+            created_at: now(),
+        })
+        .await?;
+    Ok(Arc::new(key))
+}
+
+/// `total` token exchanges over `clients` concurrent agents' connections.
+async fn token_phase(
+    base: &str,
+    key: &Arc<AgentKey>,
+    clients: usize,
+    total: usize,
+    dpop: bool,
+) -> anyhow::Result<Samples> {
+    let per_client = (total / clients).max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (base, key) = (base.to_owned(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+            let request = TaskRequest {
+                purpose: "benchmark the token endpoint".into(),
+                tools: vec!["bench.echo".into()],
+                dpop,
+                ..TaskRequest::default()
+            };
+            let mut latencies = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let sent = Instant::now();
+                client::begin_task(&http, &base, &key, &request)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("a token exchange failed: {e}"))?;
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut samples = Samples::default();
+    for task in tasks {
+        samples
+            .latencies
+            .extend(task.await.context("a token client stopped")??);
+    }
+    samples.elapsed = started.elapsed();
+    Ok(samples)
+}
+
+fn bench_config(
+    upstream: SocketAddr,
+    data: &std::path::Path,
+    auth: bool,
+) -> anyhow::Result<Config> {
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"{}\"\n[store]\npath = \"{}\"\n[[tasks.allow]]\nagents = [\"bench\"]\ntools = [\"bench.*\"]\n",
+        if auth { "on" } else { "off" },
+        data.join("writ.db").display()
+    );
+    let mut config = Config::parse(&text)?;
     config.gateway.tool_names = ToolNames::Bare;
     config.servers.push(ServerConfig {
         name: ServerName::parse("bench")?,
@@ -180,10 +353,11 @@ async fn phase(
     text: &str,
     clients: usize,
     calls: usize,
+    auth: Option<Arc<Auth>>,
 ) -> anyhow::Result<Samples> {
     let mut sessions = Vec::with_capacity(clients);
     for _ in 0..clients {
-        sessions.push(Session::open(url).await?);
+        sessions.push(Session::open(url, auth.clone()).await?);
     }
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {"text": text}}}).to_string();
     let per_client = calls / clients;
@@ -215,40 +389,60 @@ struct Session {
     http: reqwest::Client,
     url: String,
     id: String,
+    auth: Option<Arc<Auth>>,
 }
 
 impl Session {
-    async fn open(url: &str) -> anyhow::Result<Self> {
+    fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        Ok(match &self.auth {
+            None => request,
+            Some(auth) => match &auth.key {
+                None => request.header("authorization", format!("Bearer {}", auth.token)),
+                Some(key) => request
+                    .header("authorization", format!("DPoP {}", auth.token))
+                    .header(
+                        "dpop",
+                        key.dpop_proof("POST", &self.url, Some(&auth.token), None)?,
+                    ),
+            },
+        })
+    }
+
+    async fn open(url: &str, auth: Option<Arc<Auth>>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1)
             .build()?;
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "writ-bench", "version": "1"}}});
-        let response = http
-            .post(url)
+        let mut session = Self {
+            http,
+            url: url.to_owned(),
+            id: String::new(),
+            auth,
+        };
+        let response = session
+            .authorize(session.http.post(url))?
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(init.to_string())
             .send()
             .await?;
-        let id = response
+        session.id = response
             .headers()
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
-            .context("no session id")?
+            .with_context(|| format!("no session id (HTTP {})", response.status()))?
             .to_owned();
         let _ = response.bytes().await?;
-        Ok(Self {
-            http,
-            url: url.to_owned(),
-            id,
-        })
+        Ok(session)
     }
 
     async fn call(&self, body: String) -> anyhow::Result<()> {
         let response = self
-            .http
-            .post(&self.url)
+            .authorize(self.http.post(&self.url))?
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-session-id", &self.id)

@@ -2,8 +2,9 @@
 //!
 //! The servers cover each access class: `notes.read` (read), `notes.write` (write),
 //! `ops.run` (execute) and `crm.export` (read, sensitive export). The demo starts them on
-//! loopback, puts Writ in front, walks through a short tour as an agent would, then keeps
-//! serving so any MCP client can connect.
+//! loopback, puts Writ in front with a fresh store, registers an agent, and walks through
+//! a short tour as that agent would: prove who it is, begin a task, call within it and
+//! outside it, end it. Then it keeps serving so any MCP client can connect.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,10 +13,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
-use writ_core::config::{Config, GatewayConfig, HttpTransport, ServerConfig, ToolNames, Transport};
-use writ_core::naming::ServerName;
+use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
+use writ_gateway::token::agent_key::{self, AgentKey};
+use writ_gateway::token::client::{self, TaskRequest};
+use writ_gateway::token::now;
 use writ_mcp::server::{Tool, ToolServer, text_result};
+use writ_store::{Agent, AgentCredential, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,19 +43,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("could not start the `{name}` demo server"))?;
         tasks.push(task);
-        servers.push(ServerConfig {
-            name: ServerName::parse(name)?,
-            transport: Transport::Http(HttpTransport {
-                url: format!("http://{addr}/mcp"),
-                headers: Vec::new(),
-            }),
-            call_timeout: Duration::from_secs(10),
-        });
+        servers.push((name, format!("http://{addr}/mcp")));
     }
-    let config = Config {
-        gateway: demo_gateway(args.listen),
-        servers,
-    };
+    let data = demo_data_dir()?;
+    let config = demo_config(args.listen, &data, &servers)?;
+    let store = super::open_store(&config).await?;
+    let key_file = data.join("researcher.key");
+    let key = register_demo_agent(store.as_ref(), &key_file).await?;
     let running = Running::start(&config)
         .await
         .context("could not start the gateway")?;
@@ -59,25 +57,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("the demo servers did not become ready");
     }
     let url = running.mcp_url();
-    println!("Writ is running at {url} in front of three demo servers: notes, ops, crm.\n");
-    tour(&url).await?;
+    let base = format!("http://{}", running.local_addr());
+    println!("Writ is running at {url} in front of three demo servers: notes, ops, crm.");
+    println!(
+        "Its state (agents, tasks, keys) is in {}.\n",
+        data.display()
+    );
+    tour(&base, &key).await?;
     if args.tour_only {
         running.shutdown(super::DRAIN).await;
         return Ok(());
     }
+    let config_file = data.join("writ.toml");
+    println!("\nTry it yourself while this runs (Ctrl-C stops it):");
     println!(
-        "\nConnect any MCP client (Streamable HTTP) to {url}, for example (after scripts/test installed the SDK clients):"
+        "  WRIT_TOKEN=$(writ task begin --config {} --key {} --purpose 'read the notes' --tool 'notes.*')",
+        config_file.display(),
+        key_file.display()
     );
     println!(
-        "  tests/interop/.venv/bin/python tests/interop/client.py --url {url} --call notes.read --args '{{\"title\":\"welcome\"}}'"
+        "  tests/interop/.venv/bin/python tests/interop/client.py --url {url} --token \"$WRIT_TOKEN\" --call notes.read --args '{{\"title\":\"welcome\"}}'"
     );
-    println!(
-        "  curl -s {url} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\"
-    );
-    println!(
-        "       -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}' -i"
-    );
-    println!("Press Ctrl-C to stop.");
+    println!("  writ task end --config {}", config_file.display());
     let token = running.shutdown_token();
     tokio::spawn(async move {
         super::shutdown_signal().await;
@@ -87,25 +88,114 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo_gateway(listen: SocketAddr) -> GatewayConfig {
-    GatewayConfig {
-        listen,
-        public_url: None,
-        allowed_origins: Vec::new(),
-        max_body_bytes: writ_core::config::DEFAULT_MAX_BODY_BYTES,
-        max_json_depth: writ_core::config::DEFAULT_MAX_JSON_DEPTH,
-        call_timeout: Duration::from_secs(10),
-        session_idle_timeout: Duration::from_secs(30 * 60),
-        tool_names: ToolNames::Namespaced,
-        page_size: 100,
-        max_sessions: writ_core::config::DEFAULT_MAX_SESSIONS,
+/// A fresh folder for this run's store and key file, so every demo starts clean.
+fn demo_data_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("writ-demo-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("could not clear `{}`", dir.display()))?;
     }
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("could not create `{}`", dir.display()))?;
+    Ok(dir)
 }
 
-/// Acts as an agent: start a session, list the tools, call a few.
+/// The demo's `writ.toml`, written beside its store so `writ task` commands can use it.
+fn demo_config(
+    listen: SocketAddr,
+    data: &std::path::Path,
+    servers: &[(&str, String)],
+) -> anyhow::Result<Config> {
+    let mut text = format!(
+        r#"[gateway]
+listen = "{listen}"
+call_timeout = "10s"
+
+[store]
+path = "{store}"
+
+[tokens]
+ttl = "10m"
+
+# The researcher may begin tasks over the notes and the CRM; nobody may run ops.
+[[tasks.allow]]
+agents = ["team:research"]
+tools = ["notes.*", "crm.export"]
+"#,
+        store = data.join("writ.db").display()
+    );
+    for (name, url) in servers {
+        text.push_str(&format!(
+            "\n[[servers]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{url}\"\n"
+        ));
+    }
+    let file = data.join("writ.toml");
+    std::fs::write(&file, &text)
+        .with_context(|| format!("could not write `{}`", file.display()))?;
+    Config::parse(&text).map_err(|err| anyhow::anyhow!("demo config: {err}"))
+}
+
+/// Registers the demo agent `researcher` (team `research`) with a fresh Ed25519 key.
+async fn register_demo_agent(
+    store: &dyn Store,
+    key_file: &std::path::Path,
+) -> anyhow::Result<AgentKey> {
+    let id = agent_key::new_agent_id();
+    let (key, public_pem) = AgentKey::generate(&id, SigningAlgorithm::EdDSA)?;
+    key.write(key_file)?;
+    store
+        .create_agent(&Agent {
+            id,
+            name: "researcher".into(),
+            team: Some("research".into()),
+            owner: Some("demo".into()),
+            credential: AgentCredential::PublicKey {
+                algorithm: "EdDSA".into(),
+                pem: public_pem,
+            },
+            disabled: false,
+            created_at: now(),
+        })
+        .await?;
+    Ok(key)
+}
+
+/// Acts as an agent: prove who it is, begin a task, call within it and outside it, end it.
 #[expect(clippy::print_stdout, reason = "the tour is the command's output")]
-async fn tour(url: &str) -> anyhow::Result<()> {
-    let client = TourClient::connect(url).await?;
+async fn tour(base: &str, key: &AgentKey) -> anyhow::Result<()> {
+    let url = format!("{base}/mcp");
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({ "jsonrpc": "2.0", "id": 0, "method": "tools/list" }).to_string())
+        .send()
+        .await?;
+    println!(
+        "1. Without a writ, /mcp answers {} with `WWW-Authenticate: {}`",
+        anonymous.status(),
+        anonymous
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+    );
+    let request = TaskRequest {
+        purpose: "Summarise the launch plan from the notes".into(),
+        tools: vec!["notes.*".into()],
+        ttl: Some(600),
+        dpop: true,
+        ..TaskRequest::default()
+    };
+    let begun = client::begin_task(&http, base, key, &request)
+        .await
+        .map_err(|e| anyhow::anyhow!("the demo task was refused: {e}"))?;
+    println!(
+        "2. Agent `researcher` ({}) signs an assertion with its own key and begins task {} \n   for `notes.*`: a {} writ for {} s, bound to its key (DPoP).",
+        key.agent_id, begun.task, begun.token_type, begun.expires_in
+    );
+    let client = TourClient::connect(&url, &begun.access_token, key).await?;
     let tools = client.request("tools/list", json!({})).await?;
     let names: Vec<&str> = tools
         .pointer("/tools")
@@ -116,51 +206,61 @@ async fn tour(url: &str) -> anyhow::Result<()> {
         .filter_map(|t| t.get("name").and_then(Value::as_str))
         .collect();
     println!(
-        "1. tools/list through Writ shows every server's tools, namespaced: {}",
+        "3. tools/list shows only the task's tools: {}",
         names.join(", ")
     );
     let wrote = client.request("tools/call", json!({ "name": "notes.write", "arguments": { "title": "plan", "body": "ship the gateway" } })).await?;
-    println!("2. notes.write (write)   → {}", first_text(&wrote));
+    println!("4. notes.write (write)   → {}", first_text(&wrote));
     let read = client
         .request(
             "tools/call",
             json!({ "name": "notes.read", "arguments": { "title": "plan" } }),
         )
         .await?;
-    println!("3. notes.read (read)     → {}", first_text(&read));
-    let ran = client
-        .request(
+    println!("5. notes.read (read)     → {}", first_text(&read));
+    let (status, outside) = client
+        .request_raw(
             "tools/call",
             json!({ "name": "ops.run", "arguments": { "operation": "uptime" } }),
         )
         .await?;
-    println!("4. ops.run (execute)     → {}", first_text(&ran));
-    let export = client
-        .request(
-            "tools/call",
-            json!({ "name": "crm.export", "arguments": { "segment": "enterprise" } }),
-        )
-        .await?;
     println!(
-        "5. crm.export (export)   → {}",
-        first_text(&export).lines().next().unwrap_or_default()
+        "6. ops.run (outside the task) → HTTP {status}: {}",
+        outside
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
     );
-    let unknown = client
+    let (_, unknown) = client
         .request_raw(
             "tools/call",
             json!({ "name": "crm.delete_all", "arguments": {} }),
         )
         .await?;
     println!(
-        "6. crm.delete_all (not a tool) → refused before any server saw it: {}",
+        "7. crm.delete_all (not a tool) → refused before any server saw it: {}",
         unknown
             .pointer("/error/message")
             .and_then(Value::as_str)
             .unwrap_or("?")
     );
+    client::end_task(&http, base, &begun.access_token)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not end the demo task: {e}"))?;
+    let (status, after) = client
+        .request_raw(
+            "tools/call",
+            json!({ "name": "notes.read", "arguments": { "title": "plan" } }),
+        )
+        .await?;
     println!(
-        "\nLater steps of Writ add identity, task writs, policy, approval and audit to this same path."
+        "8. The agent ends its task; the same writ now gets HTTP {status}: {}",
+        after
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
     );
+    println!("\nLater steps of Writ add Cedar policy, approval and audit to this same path.");
     Ok(())
 }
 
@@ -172,61 +272,67 @@ fn first_text(result: &Value) -> String {
         .to_owned()
 }
 
-struct TourClient {
+struct TourClient<'k> {
     http: reqwest::Client,
     url: String,
     session: String,
+    token: String,
+    key: &'k AgentKey,
 }
 
-impl TourClient {
-    async fn connect(url: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
-        let response = http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "writ-demo-tour", "version": "1" } } }).to_string())
-            .send()
+impl<'k> TourClient<'k> {
+    async fn connect(url: &str, token: &str, key: &'k AgentKey) -> anyhow::Result<Self> {
+        let mut client = Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            session: String::new(),
+            token: token.to_owned(),
+            key,
+        };
+        let response = client
+            .post(json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "writ-demo-tour", "version": "1" } } }))
             .await?;
-        let session = response
+        client.session = response
             .headers()
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
-            .context("no session id from Writ")?
+            .with_context(|| format!("no session from Writ (HTTP {})", response.status()))?
             .to_owned();
-        let client = Self {
-            http,
-            url: url.to_owned(),
-            session,
-        };
         client
             .post(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
             .await?;
         Ok(client)
     }
 
+    /// One request, with the writ and a fresh DPoP proof.
     async fn post(&self, body: Value) -> anyhow::Result<reqwest::Response> {
-        Ok(self
+        let proof = self
+            .key
+            .dpop_proof("POST", &self.url, Some(&self.token), None)?;
+        let mut request = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.session)
             .header("mcp-protocol-version", "2025-11-25")
-            .body(body.to_string())
-            .send()
-            .await?)
+            .header("authorization", format!("DPoP {}", self.token))
+            .header("dpop", proof);
+        if !self.session.is_empty() {
+            request = request.header("mcp-session-id", &self.session);
+        }
+        Ok(request.body(body.to_string()).send().await?)
     }
 
-    async fn request_raw(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+    async fn request_raw(&self, method: &str, params: Value) -> anyhow::Result<(u16, Value)> {
         let response = self
             .post(json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }))
             .await?;
-        Ok(response.json().await?)
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
     }
 
     async fn request(&self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let mut answer = self.request_raw(method, params).await?;
+        let (_, mut answer) = self.request_raw(method, params).await?;
         if let Some(error) = answer.get("error") {
             bail!("{method} failed: {error}");
         }

@@ -1,8 +1,70 @@
+pub mod agent;
 pub mod bench;
 pub mod demo;
+pub mod keys;
 pub mod serve;
+pub mod task;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
+use writ_core::config::Config;
+use writ_store::{SqliteStore, Store};
+
+/// The `--config` option every command that reads `writ.toml` shares.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short, default_value = "writ.toml", env = "WRIT_CONFIG")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// Reads and parses the file; the store path becomes relative to the file's folder.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        load_config(&self.config)
+    }
+
+    /// The configuration when the file exists, defaults otherwise (for client commands).
+    pub fn load_or_default(&self) -> anyhow::Result<Config> {
+        if self.config.exists() {
+            self.load()
+        } else {
+            Config::parse("").map_err(|err| anyhow::anyhow!("{err}"))
+        }
+    }
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read `{}`", path.display()))?;
+    let mut config =
+        Config::parse(&text).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    if config.store.path.is_relative() {
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        config.store.path = base.join(&config.store.path);
+    }
+    Ok(config)
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(&config.store.path)
+        .await
+        .with_context(|| format!("could not open the store `{}`", config.store.path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Writ's base URL as agents reach it: `public_url`, else the listen address.
+pub fn base_url(config: &Config) -> String {
+    config
+        .gateway
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.gateway.listen))
+}
 
 /// How long in-flight calls get to finish after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_secs(30);

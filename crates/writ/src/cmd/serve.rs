@@ -1,23 +1,15 @@
 //! `writ serve --config writ.toml`.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
-use writ_core::config::Config;
 use writ_gateway::Running;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The configuration file.
-    #[arg(long, short, default_value = "writ.toml", env = "WRIT_CONFIG")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: super::ConfigArg,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("could not read `{}`", args.config.display()))?;
-    let config =
-        Config::parse(&text).map_err(|err| anyhow::anyhow!("{}: {err}", args.config.display()))?;
+    let config = args.config.load()?;
     let running = Running::start(&config).await?;
     tracing::info!(url = %running.mcp_url(), servers = config.servers.len(), "writ is listening");
     // One line on stdout that scripts can wait for.

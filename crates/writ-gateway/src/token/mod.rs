@@ -1,0 +1,462 @@
+//! The token service: Writ is the authorization server for its own MCP resource.
+//!
+//! Agents prove who they are (`identity`), exchange that proof for a writ bound to one
+//! declared task (`exchange`), and present the writ — with a DPoP proof when it is bound
+//! (`dpop`) — on every `/mcp` request (`authenticate`). Writ's signing keys are in `keys`,
+//! the writ's claims and their cached verification in `writs`, the HTTP endpoints in
+//! `endpoints`.
+//!
+//! State: the store is the truth; this service keeps each task it has seen in memory
+//! (state and call count) so a request costs no store round trip. Every change this
+//! process makes updates memory at once; changes made elsewhere (the CLI, another
+//! replica) arrive through the store's change feed, polled every [`FOLLOW_EVERY`].
+
+pub mod agent_key;
+pub mod client;
+mod dpop;
+pub mod endpoints;
+mod exchange;
+mod identity;
+mod jwks;
+pub mod keys;
+mod writs;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use writ_core::config::{Config, TaskRules, TokenConfig};
+use writ_core::task::{TaskGrant, ToolPattern};
+use writ_store::{ChangeKind, Store, Task, TaskState};
+
+pub use dpop::ProofTarget;
+pub use identity::{SPIFFE_ISSUER, spiffe_trust_domain};
+pub use writs::{WRIT_TYP, WritClaims};
+
+use dpop::{ProofChecker, ProofError};
+use identity::Identities;
+use keys::{KeyError, KeyRing};
+use writs::WritVerifier;
+
+/// How often the change feed is read for revocations and key rotations made elsewhere.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+/// How often expired tasks are marked so in the store (memory checks expiry on each use).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The addresses the token service names in tokens and metadata.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    /// Writ's issuer identifier: its public base URL.
+    pub issuer: String,
+    /// The protected resource: `{issuer}/mcp`.
+    pub mcp: String,
+    pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub jwks: String,
+    /// RFC 9728 metadata for `/mcp`.
+    pub resource_metadata: String,
+}
+
+impl Urls {
+    pub fn new(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        Self {
+            issuer: base.to_owned(),
+            mcp: format!("{base}/mcp"),
+            token_endpoint: format!("{base}/oauth/token"),
+            revocation_endpoint: format!("{base}/oauth/revoke"),
+            introspection_endpoint: format!("{base}/oauth/introspect"),
+            jwks: format!("{base}/.well-known/jwks.json"),
+            resource_metadata: format!("{base}/.well-known/oauth-protected-resource/mcp"),
+        }
+    }
+}
+
+/// A task as this process knows it: the record, plus live state and call count.
+#[derive(Debug)]
+pub struct LiveTask {
+    pub task: Task,
+    pub grant: TaskGrant,
+    state: Mutex<TaskState>,
+    calls: AtomicU64,
+}
+
+impl LiveTask {
+    fn new(task: Task) -> Self {
+        let grant = TaskGrant {
+            purpose: task.purpose.clone(),
+            tools: task
+                .tools
+                .iter()
+                .filter_map(|t| ToolPattern::parse(t).ok())
+                .collect(),
+            data_classes: task.data_classes.clone(),
+            max_calls: task.max_calls,
+        };
+        Self {
+            state: Mutex::new(task.state),
+            calls: AtomicU64::new(task.calls),
+            grant,
+            task,
+        }
+    }
+
+    /// The state now, counting expiry as it happens rather than when it is swept.
+    pub fn state(&self, now: i64) -> TaskState {
+        let state = self.state.lock().map_or(TaskState::Revoked, |s| *s);
+        if state == TaskState::Active && now >= self.task.expires_at {
+            TaskState::Expired
+        } else {
+            state
+        }
+    }
+
+    fn set_state(&self, state: TaskState) {
+        if let Ok(mut current) = self.state.lock() {
+            *current = state;
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Acquire)
+    }
+}
+
+/// An authenticated `/mcp` request: whose writ, which task.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Arc<WritClaims>,
+    pub task: Arc<LiveTask>,
+}
+
+impl Caller {
+    /// The agent making the calls.
+    pub fn agent_id(&self) -> &str {
+        &self.claims.client_id
+    }
+}
+
+/// Why a `/mcp` request was not let in; rendered as a `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No credentials at all: the client should discover how to get a writ.
+    NoToken,
+    InvalidToken(String),
+    InvalidProof(String),
+    UseNonce(String),
+    /// The writ is good but does not cover this request (403).
+    InsufficientScope(String),
+    /// Writ could not decide (store failure); fail closed.
+    Unavailable,
+}
+
+/// Why the token service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenStartError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("admin token: {0}")]
+    Admin(String),
+}
+
+/// The token service.
+#[derive(Debug)]
+pub struct TokenService {
+    pub urls: Urls,
+    config: TokenConfig,
+    rules: TaskRules,
+    store: Arc<dyn Store>,
+    keys: KeyRing,
+    identities: Identities,
+    proofs: ProofChecker,
+    writs: WritVerifier,
+    tasks: Mutex<HashMap<String, Arc<LiveTask>>>,
+    admin_token: Option<String>,
+}
+
+impl TokenService {
+    pub async fn start(
+        config: &Config,
+        base_url: &str,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, TokenStartError> {
+        let urls = Urls::new(base_url);
+        let skew = config.tokens.clock_skew.as_secs();
+        let keys = KeyRing::load(store.as_ref(), config.tokens.algorithm, now()).await?;
+        let admin_token = match &config.admin.token {
+            None => None,
+            Some(source) => Some(
+                source
+                    .resolve()
+                    .map_err(|e| TokenStartError::Admin(e.to_string()))?,
+            ),
+        };
+        if config.tasks.allow.is_empty() {
+            tracing::warn!("no `[[tasks.allow]]` rules: every task request will be refused");
+        }
+        Ok(Arc::new(Self {
+            identities: Identities::new(
+                config.identity.clone(),
+                &urls.issuer,
+                &urls.token_endpoint,
+                skew,
+                store.clone(),
+            ),
+            proofs: ProofChecker::new(
+                i64::try_from(config.tokens.dpop_proof_max_age.as_secs()).unwrap_or(60),
+                i64::try_from(skew).unwrap_or(0),
+                config.tokens.dpop_nonce,
+            ),
+            writs: WritVerifier::new(&urls.issuer, &urls.mcp, skew),
+            urls,
+            config: config.tokens.clone(),
+            rules: config.tasks.clone(),
+            store,
+            keys,
+            tasks: Mutex::default(),
+            admin_token,
+        }))
+    }
+
+    /// Follows the store's change feed and sweeps expired tasks until `shutdown`.
+    pub fn spawn_followers(self: &Arc<Self>, shutdown: CancellationToken) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut seq = match service.store.changes_since(0, u32::MAX).await {
+                Ok(changes) => changes.last().map_or(0, |c| c.seq),
+                Err(err) => {
+                    tracing::error!(%err, "could not read the store's change feed");
+                    0
+                }
+            };
+            let mut last_sweep = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                seq = service.follow(seq).await;
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = tokio::time::Instant::now();
+                    service.sweep().await;
+                }
+            }
+        });
+    }
+
+    async fn follow(&self, after: u64) -> u64 {
+        let changes = match self.store.changes_since(after, 1_000).await {
+            Ok(changes) => changes,
+            Err(err) => {
+                tracing::error!(%err, "could not read the store's change feed");
+                return after;
+            }
+        };
+        let mut seq = after;
+        for change in changes {
+            seq = change.seq;
+            match change.kind {
+                ChangeKind::Task => self.refresh_task(&change.subject).await,
+                ChangeKind::Key => {
+                    if let Err(err) = self.keys.reload(self.store.as_ref()).await {
+                        tracing::error!(%err, "could not reload signing keys");
+                    }
+                }
+                ChangeKind::Agent => {}
+            }
+        }
+        seq
+    }
+
+    async fn sweep(&self) {
+        match self.store.expire_tasks(now()).await {
+            Ok(expired) => self.set_states(&expired, TaskState::Expired, TaskState::Expired),
+            Err(err) => tracing::error!(%err, "could not sweep expired tasks"),
+        }
+        let max_ttl = i64::try_from(self.config.max_ttl.as_secs()).unwrap_or(i64::MAX);
+        if let Err(err) = keys::drop_expired(self.store.as_ref(), max_ttl, now()).await {
+            tracing::error!(%err, "could not drop retired signing keys");
+        }
+        if let Ok(mut tasks) = self.tasks.lock() {
+            let now = now();
+            tasks.retain(|_, t| t.state(now) == TaskState::Active);
+        }
+    }
+
+    /// Re-reads one task's state from the store into memory, if this process knows it.
+    async fn refresh_task(&self, id: &str) {
+        let known = self.tasks.lock().ok().and_then(|t| t.get(id).cloned());
+        let Some(live) = known else { return };
+        match self.store.task(id).await {
+            Ok(Some(task)) => live.set_state(task.state),
+            Ok(None) => live.set_state(TaskState::Revoked),
+            Err(err) => tracing::error!(%err, task = id, "could not refresh a task"),
+        }
+    }
+
+    /// Memory follows a state change this process made in the store: the first task
+    /// takes `first`, the rest (its descendants, for an ended task) take `rest`.
+    fn set_states(&self, ids: &[String], first: TaskState, rest: TaskState) {
+        let Ok(tasks) = self.tasks.lock() else { return };
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(live) = tasks.get(id) {
+                live.set_state(if i == 0 { first } else { rest });
+            }
+        }
+    }
+
+    /// The live task `id`, loaded from the store on first sight.
+    async fn live_task(&self, id: &str) -> Result<Option<Arc<LiveTask>>, Denied> {
+        if let Some(live) = self.tasks.lock().ok().and_then(|t| t.get(id).cloned()) {
+            return Ok(Some(live));
+        }
+        let task = self.store.task(id).await.map_err(|err| {
+            tracing::error!(%err, task = id, "could not read a task");
+            Denied::Unavailable
+        })?;
+        Ok(task.map(|task| self.remember_task(task)))
+    }
+
+    fn remember_task(&self, task: Task) -> Arc<LiveTask> {
+        let id = task.id.clone();
+        let live = Arc::new(LiveTask::new(task));
+        match self.tasks.lock() {
+            Ok(mut tasks) => tasks.entry(id).or_insert(live).clone(),
+            Err(_) => live,
+        }
+    }
+
+    /// Authenticates one `/mcp` request: the writ, its DPoP proof when bound, and its
+    /// task's state. `authorization` and `dpop` are the raw header values.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        dpop: Option<&str>,
+        method: &str,
+    ) -> Result<Caller, Denied> {
+        let now = now();
+        let Some(authorization) = authorization else {
+            return Err(Denied::NoToken);
+        };
+        let (scheme, token) = authorization
+            .split_once(' ')
+            .map(|(s, t)| (s.to_ascii_lowercase(), t.trim()))
+            .ok_or_else(|| {
+                Denied::InvalidToken(
+                    "the `Authorization` header must be `Bearer <writ>` or `DPoP <writ>`".into(),
+                )
+            })?;
+        if scheme != "bearer" && scheme != "dpop" {
+            return Err(Denied::InvalidToken(format!(
+                "authorization scheme `{scheme}` is not accepted; use `Bearer` or `DPoP`"
+            )));
+        }
+        let claims = self
+            .writs
+            .verify(&self.keys, token, now)
+            .map_err(Denied::InvalidToken)?;
+        match (&claims.cnf, scheme.as_str()) {
+            (Some(cnf), "dpop") => {
+                let proof = dpop.ok_or_else(|| {
+                    Denied::InvalidProof("a DPoP-bound writ needs a `DPoP` proof header".into())
+                })?;
+                let target = ProofTarget {
+                    method,
+                    url: &self.urls.mcp,
+                    access_token: Some(token),
+                };
+                let jkt = self.proofs.check(proof, target, now).map_err(|e| match e {
+                    ProofError::Invalid(m) => Denied::InvalidProof(m),
+                    ProofError::UseNonce(n) => Denied::UseNonce(n),
+                })?;
+                if jkt != cnf.jkt {
+                    return Err(Denied::InvalidProof(
+                        "the DPoP proof is signed by a key other than the one the writ is bound to"
+                            .into(),
+                    ));
+                }
+            }
+            (Some(_), _) => {
+                return Err(Denied::InvalidToken("this writ is DPoP-bound: send it as `Authorization: DPoP <writ>` with a `DPoP` proof".into()));
+            }
+            (None, "dpop") => {
+                return Err(Denied::InvalidToken(
+                    "this writ is not DPoP-bound: send it as `Authorization: Bearer <writ>`".into(),
+                ));
+            }
+            (None, _) => {}
+        }
+        let task = self.live_task(&claims.task).await?.ok_or_else(|| {
+            Denied::InvalidToken(format!("task `{}` does not exist", claims.task))
+        })?;
+        match task.state(now) {
+            TaskState::Active => {}
+            state => {
+                return Err(Denied::InvalidToken(format!(
+                    "task `{}` is {}; begin a new task",
+                    claims.task,
+                    state.as_str()
+                )));
+            }
+        }
+        if let Some(max) = task.task.max_calls
+            && task.calls() >= max
+        {
+            return Err(Denied::InvalidToken(format!(
+                "task `{}` has used all {max} of its calls; begin a new task",
+                claims.task
+            )));
+        }
+        Ok(Caller { claims, task })
+    }
+
+    /// Counts one tool call against the caller's budget; refuses it when none is left.
+    pub fn count_call(&self, caller: &Caller) -> Result<(), Denied> {
+        let task = &caller.task;
+        let used = task.calls.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(max) = task.task.max_calls
+            && used > max
+        {
+            task.calls.fetch_sub(1, Ordering::AcqRel);
+            return Err(Denied::InvalidToken(format!(
+                "task `{}` has used all {max} of its calls; begin a new task",
+                task.task.id
+            )));
+        }
+        let store = self.store.clone();
+        let id = task.task.id.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.count_call(&id).await {
+                tracing::error!(%err, task = %id, "could not record a call");
+            }
+        });
+        Ok(())
+    }
+
+    /// A fresh DPoP nonce for response headers, when nonces are required.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.proofs.nonce(now())
+    }
+
+    /// Ends a task and its descendants in the store and in memory at once.
+    pub async fn end_task(
+        &self,
+        id: &str,
+        state: TaskState,
+        reason: &str,
+    ) -> Result<Vec<String>, writ_store::StoreError> {
+        let changed = self.store.end_task(id, state, reason, now()).await?;
+        self.set_states(&changed, state, TaskState::Revoked);
+        Ok(changed)
+    }
+}

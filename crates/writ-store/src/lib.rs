@@ -1,0 +1,100 @@
+//! Writ's state: agents, tasks, signing keys and replay caches, behind one trait.
+//!
+//! The gateway holds hot state in memory (verified writs, the revocation set); the store
+//! is the source of truth those are fed from. SQLite in a data directory is the default
+//! and needs nothing installed; a PostgreSQL implementation shares the same trait so
+//! several replicas can share state. Times are Unix seconds (UTC), as in JWTs.
+
+mod model;
+mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+/// Why a store operation failed. The store is internal to Writ: callers treat every error
+/// as "fail closed" and never show the detail to an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A record with the same unique key (agent name, agent id, key id) already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The record the operation names does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The database could not be opened, read or written.
+    #[error("store: {0}")]
+    Database(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Writ keeps between restarts and shares between replicas.
+///
+/// Each method is one transaction. Methods that change task states return the ids of
+/// every task whose state changed, so callers can update their in-memory revocation set
+/// at once instead of waiting for [`Store::changes_since`].
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // ----- agents -----
+    /// Registers an agent. Names and ids are unique; a duplicate is [`StoreError::Conflict`].
+    async fn create_agent(&self, agent: &Agent) -> StoreResult<()>;
+    /// An agent by id or, failing that, by name.
+    async fn agent(&self, id_or_name: &str) -> StoreResult<Option<Agent>>;
+    /// The agent registered for an external identity (OIDC issuer + subject, or a SPIFFE ID
+    /// with issuer `spiffe`).
+    async fn agent_by_external(&self, issuer: &str, subject: &str) -> StoreResult<Option<Agent>>;
+    /// All agents, ordered by name.
+    async fn agents(&self) -> StoreResult<Vec<Agent>>;
+    /// Disables an agent and revokes every active task it holds or that descends from one
+    /// of them. Returns the revoked task ids. Unknown agent: [`StoreError::NotFound`].
+    async fn disable_agent(&self, id: &str, now: i64) -> StoreResult<Vec<String>>;
+
+    // ----- tasks -----
+    /// Records a new task (state [`TaskState::Active`]).
+    async fn insert_task(&self, task: &Task) -> StoreResult<()>;
+    async fn task(&self, id: &str) -> StoreResult<Option<Task>>;
+    /// Tasks matching the filter, newest first.
+    async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
+    /// Ends an active task with `state` (completed or revoked) and revokes its active
+    /// descendants (state revoked, reason "parent task ended"). Returns every task id whose
+    /// state changed (the task itself first). A task that is not active changes nothing.
+    async fn end_task(
+        &self,
+        id: &str,
+        state: TaskState,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Vec<String>>;
+    /// Adds one to a task's call count and returns the new count.
+    async fn count_call(&self, id: &str) -> StoreResult<u64>;
+    /// Marks active tasks whose `expires_at <= now` expired. Returns their ids.
+    async fn expire_tasks(&self, now: i64) -> StoreResult<Vec<String>>;
+
+    // ----- replay caches -----
+    /// Remembers a one-time identifier (an assertion `jti`, a DPoP proof `jti`) until
+    /// `expires_at`. Returns false when it was already remembered: a replay.
+    /// Identifiers past their expiry are forgotten here too.
+    async fn remember_once(
+        &self,
+        scope: &str,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    // ----- Writ's signing keys -----
+    /// Every signing key still kept (active and retired-but-verifying), newest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
+    /// Adds a new active key and marks every other active key retired at `now`.
+    async fn add_signing_key(&self, key: &SigningKey, now: i64) -> StoreResult<()>;
+    /// Deletes retired keys whose `retired_at <= before`.
+    async fn drop_retired_keys(&self, before: i64) -> StoreResult<u64>;
+
+    // ----- change feed -----
+    /// Changes recorded after `after` (a sequence number from an earlier call; 0 for
+    /// all), in order, at most `limit`. Every state change of a task, every agent disable
+    /// and every key change appends one.
+    async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>>;
+}

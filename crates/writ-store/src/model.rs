@@ -1,0 +1,144 @@
+//! The records the store keeps.
+
+use serde::{Deserialize, Serialize};
+
+/// A workload principal: one identity per agent, never shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// `agt_` followed by 32 hex digits; the `iss`/`sub` of its assertions.
+    pub id: String,
+    /// Unique, chosen by the operator.
+    pub name: String,
+    pub team: Option<String>,
+    pub owner: Option<String>,
+    pub credential: AgentCredential,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// How an agent proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentCredential {
+    /// A public key registered in Writ (PEM, SubjectPublicKeyInfo), for RFC 7523 assertions.
+    PublicKey { algorithm: String, pem: String },
+    /// Keys published by the agent's own JWKS endpoint, for RFC 7523 assertions.
+    JwksUrl { url: String },
+    /// An identity proven elsewhere: an OIDC issuer's subject, or a SPIFFE ID (issuer
+    /// `spiffe`).
+    External { issuer: String, subject: String },
+}
+
+/// The life of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Active,
+    Completed,
+    Revoked,
+    Expired,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "completed" => Some(Self::Completed),
+            "revoked" => Some(Self::Revoked),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A grant to one agent for one declared purpose. Its token is the writ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// `tsk_` followed by 32 hex digits.
+    pub id: String,
+    /// The agent that holds the writ and makes the calls (the delegate, for a child task).
+    pub agent_id: String,
+    /// The agent on whose behalf the chain began (the root task's agent).
+    pub subject_id: String,
+    pub parent_id: Option<String>,
+    /// 0 for a task begun directly; one more per delegation hop.
+    pub depth: u32,
+    pub purpose: String,
+    /// Tool patterns: `server.tool`, `server.*` or `*`.
+    pub tools: Vec<String>,
+    pub data_classes: Vec<String>,
+    pub max_calls: Option<u64>,
+    pub calls: u64,
+    pub state: TaskState,
+    /// Why the task left the active state, when it has.
+    pub reason: Option<String>,
+    /// How the agent proved itself: `key`, `jwks`, `oidc`, `spiffe_jwt`, `spiffe_x509`.
+    pub proof: String,
+    /// RFC 7638 thumbprint of the DPoP key the writ is bound to.
+    pub jkt: Option<String>,
+    /// The `act` claim of the writ (nested actors), as JSON; null without delegation.
+    pub actor_chain: serde_json::Value,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// Which tasks [`crate::Store::tasks`] returns. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub agent_id: Option<String>,
+    pub state: Option<TaskState>,
+    pub limit: Option<u32>,
+}
+
+/// One of Writ's own signing keys for the writs it issues.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub algorithm: String,
+    /// PKCS#8 PEM. Never logged: `Debug` leaves it out.
+    pub private_pem: String,
+    pub created_at: i64,
+    /// Set when a newer key took over; the key still verifies until its writs expire.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An entry of the change feed that keeps every gateway's memory in step with the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: u64,
+    pub kind: ChangeKind,
+    /// The task id, agent id or key id concerned.
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A task left the active state.
+    Task,
+    /// An agent was disabled.
+    Agent,
+    /// A signing key was added or dropped.
+    Key,
+}

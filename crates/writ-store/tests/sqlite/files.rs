@@ -1,0 +1,103 @@
+//! The database file itself: reopening, sharing, versions; and the in-memory variant.
+
+use writ_store::{SqliteStore, Store, StoreError, TaskState};
+
+use crate::{TempDir, agent, key, task};
+
+#[tokio::test]
+async fn data_survives_reopening_the_file() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.db()).await.unwrap();
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    store
+        .insert_task(&task("tsk_1", "agt_1", 100))
+        .await
+        .unwrap();
+    store.count_call("tsk_1").await.unwrap();
+    store.add_signing_key(&key("k1", 100), 100).await.unwrap();
+    assert!(
+        store
+            .remember_once("dpop", "jti-1", 500, 100)
+            .await
+            .unwrap()
+    );
+    store.close().await;
+    drop(store);
+
+    let store = SqliteStore::open(&dir.db()).await.unwrap();
+    assert_eq!(store.agent("alice").await.unwrap().unwrap().id, "agt_1");
+    assert_eq!(store.task("tsk_1").await.unwrap().unwrap().calls, 1);
+    assert_eq!(store.signing_keys().await.unwrap()[0].kid, "k1");
+    assert!(
+        !store
+            .remember_once("dpop", "jti-1", 500, 200)
+            .await
+            .unwrap()
+    );
+    // Sequence numbers carry on where they stopped.
+    store.add_signing_key(&key("k2", 200), 200).await.unwrap();
+    let seqs: Vec<_> = store
+        .changes_since(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs.len(), 2);
+    assert!(seqs[0] < seqs[1]);
+}
+
+#[tokio::test]
+async fn two_stores_on_one_file_see_each_others_writes() {
+    let dir = TempDir::new();
+    let path = dir.db();
+    let (a, b) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    assert!(b.agent("alice").await.unwrap().is_some());
+    assert!(a.remember_once("dpop", "jti-1", 500, 100).await.unwrap());
+    assert!(!b.remember_once("dpop", "jti-1", 500, 100).await.unwrap());
+}
+
+#[tokio::test]
+async fn in_memory_store_keeps_its_data_between_calls() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    store
+        .insert_task(&task("tsk_1", "agt_1", 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .end_task("tsk_1", TaskState::Completed, "done", 200)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.agents().await.unwrap().len(), 1);
+    // Two stores in memory are two databases.
+    let other = SqliteStore::open_in_memory().await.unwrap();
+    assert!(other.agents().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_this_writ_is_refused() {
+    use sqlx::Connection;
+
+    let dir = TempDir::new();
+    SqliteStore::open(&dir.db()).await.unwrap().close().await;
+    let url = format!("sqlite://{}", dir.db().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("PRAGMA user_version = 99")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let err = SqliteStore::open(&dir.db()).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Database(message) if message.contains("99")),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,288 @@
+//! Tasks: recording, listing, ending, revoking down the delegation tree, expiring.
+
+use writ_store::{ChangeKind, Store, StoreError, TaskFilter, TaskState};
+
+use crate::{agent, all_changes, child, ids, open, state, task};
+
+#[tokio::test]
+async fn task_round_trips_and_begins_active() {
+    let (_dir, store) = open().await;
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    let root = task("tsk_1", "agt_1", 100);
+    let mut delegated = child("tsk_2", "agt_1", &root, 110);
+    // Whatever the caller says, a new task is active with no end.
+    delegated.state = TaskState::Revoked;
+    delegated.ended_at = Some(5);
+    store.insert_task(&root).await.unwrap();
+    store.insert_task(&delegated).await.unwrap();
+
+    assert_eq!(store.task("tsk_1").await.unwrap(), Some(root.clone()));
+    let stored = store.task("tsk_2").await.unwrap().unwrap();
+    assert_eq!(stored.state, TaskState::Active);
+    assert_eq!(stored.ended_at, None);
+    assert_eq!(stored.actor_chain, serde_json::json!({ "sub": "agt_1" }));
+    assert_eq!(stored.depth, 1);
+    assert_eq!(store.task("tsk_9").await.unwrap(), None);
+
+    let err = store.insert_task(&root).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // An unregistered external identity may hold a task (`require_registered = false`).
+    store
+        .insert_task(&task("tsk_3", "agt_9", 120))
+        .await
+        .unwrap();
+    let mut orphan = task("tsk_4", "agt_1", 120);
+    orphan.parent_id = Some("tsk_missing".into());
+    let err = store.insert_task(&orphan).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn tasks_filter_newest_first() {
+    let (_dir, store) = open().await;
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    store.create_agent(&agent("agt_2", "bob")).await.unwrap();
+    let root = task("tsk_1", "agt_1", 100);
+    store.insert_task(&root).await.unwrap();
+    store
+        .insert_task(&child("tsk_2", "agt_2", &root, 200))
+        .await
+        .unwrap();
+    store
+        .insert_task(&task("tsk_3", "agt_2", 300))
+        .await
+        .unwrap();
+    store
+        .insert_task(&task("tsk_4", "agt_2", 300))
+        .await
+        .unwrap();
+    store
+        .end_task("tsk_3", TaskState::Completed, "done", 400)
+        .await
+        .unwrap();
+
+    let listed = |filter: TaskFilter| {
+        let store = store.clone();
+        async move {
+            let tasks = store.tasks(&filter).await.unwrap();
+            tasks.into_iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(TaskFilter::default()).await,
+        ["tsk_4", "tsk_3", "tsk_2", "tsk_1"]
+    );
+    // An agent's tasks include those begun on its behalf and delegated onwards.
+    let alice = TaskFilter {
+        agent_id: Some("agt_1".to_owned()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(listed(alice).await, ["tsk_2", "tsk_1"]);
+    let active_bob = TaskFilter {
+        agent_id: Some("agt_2".to_owned()),
+        state: Some(TaskState::Active),
+        limit: None,
+    };
+    assert_eq!(listed(active_bob).await, ["tsk_4", "tsk_2"]);
+    let two = TaskFilter {
+        limit: Some(2),
+        ..TaskFilter::default()
+    };
+    assert_eq!(listed(two).await, ["tsk_4", "tsk_3"]);
+}
+
+#[tokio::test]
+async fn disable_agent_revokes_its_tasks_and_tasks_delegated_from_them() {
+    let (_dir, store) = open().await;
+    for (id, name) in [("agt_a", "alice"), ("agt_b", "bob"), ("agt_c", "carol")] {
+        store.create_agent(&agent(id, name)).await.unwrap();
+    }
+    let own = task("tsk_1", "agt_a", 100);
+    let delegated = child("tsk_2", "agt_b", &own, 110);
+    let grandchild = child("tsk_3", "agt_c", &delegated, 120);
+    let finished = task("tsk_4", "agt_a", 90);
+    let unrelated = task("tsk_5", "agt_b", 130);
+    for t in [&own, &delegated, &grandchild, &finished, &unrelated] {
+        store.insert_task(t).await.unwrap();
+    }
+    store
+        .end_task("tsk_4", TaskState::Completed, "done", 95)
+        .await
+        .unwrap();
+
+    let revoked = store.disable_agent("agt_a", 500).await.unwrap();
+    assert_eq!(revoked, ids(&["tsk_1", "tsk_2", "tsk_3"]));
+    assert!(store.agent("agt_a").await.unwrap().unwrap().disabled);
+    for id in ["tsk_1", "tsk_2", "tsk_3"] {
+        let expected = (
+            TaskState::Revoked,
+            Some("agent disabled".to_owned()),
+            Some(500),
+        );
+        assert_eq!(state(&store, id).await, expected, "{id}");
+    }
+    assert_eq!(state(&store, "tsk_4").await.0, TaskState::Completed);
+    assert_eq!(state(&store, "tsk_5").await.0, TaskState::Active);
+    assert!(!store.agent("agt_b").await.unwrap().unwrap().disabled);
+
+    let changes = all_changes(&store).await;
+    assert_eq!(
+        changes,
+        [
+            (ChangeKind::Task, "tsk_4".to_owned()),
+            (ChangeKind::Agent, "agt_a".to_owned()),
+            (ChangeKind::Task, "tsk_1".to_owned()),
+            (ChangeKind::Task, "tsk_2".to_owned()),
+            (ChangeKind::Task, "tsk_3".to_owned()),
+        ]
+    );
+
+    let err = store.disable_agent("agt_zz", 500).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn end_task_revokes_descendants_and_lists_the_task_first() {
+    let (_dir, store) = open().await;
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    let root = task("tsk_1", "agt_1", 100);
+    let middle = child("tsk_2", "agt_1", &root, 110);
+    let leaf_b = child("tsk_4", "agt_1", &middle, 130);
+    let leaf_a = child("tsk_3", "agt_1", &middle, 120);
+    let sibling = child("tsk_5", "agt_1", &root, 140);
+    for t in [&root, &middle, &leaf_b, &leaf_a, &sibling] {
+        store.insert_task(t).await.unwrap();
+    }
+    store
+        .end_task("tsk_5", TaskState::Completed, "done", 150)
+        .await
+        .unwrap();
+
+    let changed = store
+        .end_task("tsk_2", TaskState::Revoked, "operator", 200)
+        .await
+        .unwrap();
+    assert_eq!(changed, ids(&["tsk_2", "tsk_3", "tsk_4"]));
+    assert_eq!(
+        state(&store, "tsk_2").await,
+        (TaskState::Revoked, Some("operator".to_owned()), Some(200))
+    );
+    assert_eq!(
+        state(&store, "tsk_4").await,
+        (
+            TaskState::Revoked,
+            Some("parent task ended".to_owned()),
+            Some(200)
+        )
+    );
+    assert_eq!(state(&store, "tsk_1").await.0, TaskState::Active);
+
+    let changed = store
+        .end_task("tsk_1", TaskState::Completed, "done", 300)
+        .await
+        .unwrap();
+    assert_eq!(
+        changed,
+        ids(&["tsk_1"]),
+        "ended descendants are not touched again"
+    );
+    assert_eq!(state(&store, "tsk_5").await.1, Some("done".to_owned()));
+
+    let subjects: Vec<_> = all_changes(&store).await.into_iter().map(|c| c.1).collect();
+    assert_eq!(subjects, ["tsk_5", "tsk_2", "tsk_3", "tsk_4", "tsk_1"]);
+}
+
+#[tokio::test]
+async fn ending_a_task_that_is_not_active_changes_nothing() {
+    let (_dir, store) = open().await;
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    store
+        .insert_task(&task("tsk_1", "agt_1", 100))
+        .await
+        .unwrap();
+    store
+        .end_task("tsk_1", TaskState::Completed, "done", 200)
+        .await
+        .unwrap();
+    let before = store.changes_since(0, 100).await.unwrap();
+
+    let changed = store
+        .end_task("tsk_1", TaskState::Revoked, "again", 300)
+        .await
+        .unwrap();
+    assert!(changed.is_empty());
+    assert_eq!(
+        state(&store, "tsk_1").await,
+        (TaskState::Completed, Some("done".to_owned()), Some(200))
+    );
+    assert_eq!(store.changes_since(0, 100).await.unwrap(), before);
+
+    let err = store
+        .end_task("tsk_9", TaskState::Revoked, "x", 300)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    let err = store
+        .end_task("tsk_1", TaskState::Active, "x", 300)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn count_call_returns_the_new_count() {
+    let (_dir, store) = open().await;
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    store
+        .insert_task(&task("tsk_1", "agt_1", 100))
+        .await
+        .unwrap();
+
+    assert_eq!(store.count_call("tsk_1").await.unwrap(), 1);
+    assert_eq!(store.count_call("tsk_1").await.unwrap(), 2);
+    assert_eq!(store.task("tsk_1").await.unwrap().unwrap().calls, 2);
+    let err = store.count_call("tsk_9").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn expire_tasks_ends_only_active_tasks_past_expiry() {
+    let (_dir, store) = open().await;
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    // Expiring at 700, 710 and 800.
+    store
+        .insert_task(&task("tsk_1", "agt_1", 100))
+        .await
+        .unwrap();
+    store
+        .insert_task(&task("tsk_2", "agt_1", 110))
+        .await
+        .unwrap();
+    store
+        .insert_task(&task("tsk_3", "agt_1", 200))
+        .await
+        .unwrap();
+    store
+        .insert_task(&task("tsk_4", "agt_1", 50))
+        .await
+        .unwrap();
+    store
+        .end_task("tsk_4", TaskState::Completed, "done", 60)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.expire_tasks(710).await.unwrap(),
+        ids(&["tsk_1", "tsk_2"])
+    );
+    assert_eq!(
+        state(&store, "tsk_1").await,
+        (TaskState::Expired, Some("expired".to_owned()), Some(710))
+    );
+    assert_eq!(state(&store, "tsk_3").await.0, TaskState::Active);
+    assert_eq!(state(&store, "tsk_4").await.0, TaskState::Completed);
+    assert!(store.expire_tasks(710).await.unwrap().is_empty());
+
+    let subjects: Vec<_> = all_changes(&store).await.into_iter().map(|c| c.1).collect();
+    assert_eq!(subjects, ["tsk_4", "tsk_1", "tsk_2"]);
+}
