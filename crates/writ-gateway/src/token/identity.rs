@@ -189,6 +189,7 @@ impl Identities {
         validation.set_issuer(&[agent_id]);
         validation.sub = Some(agent_id.to_owned());
         validation.aud = Some(self.audiences.clone());
+        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<AssertionClaims>(token, &key, &validation)
             .map_err(|e| IdentityError(format!("the assertion was refused: {}", describe(&e))))?
             .claims;
@@ -300,6 +301,7 @@ impl Identities {
         validation.leeway = self.skew_secs;
         validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         validation.set_audience(&[audience]);
+        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| IdentityError(format!("the JWT-SVID was refused: {}", describe(&e))))?
             .claims;

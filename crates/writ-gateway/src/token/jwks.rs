@@ -13,8 +13,9 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 
 /// How long a fetched key set is used before it is fetched again.
 const FRESH_FOR: Duration = Duration::from_secs(300);
-/// The shortest time between two fetches of one URL.
-const REFETCH_AFTER: Duration = Duration::from_secs(10);
+/// The shortest time between two fetches of one URL: an issuer's rotation is picked up
+/// within this, and made-up key ids cost the issuer at most one fetch per interval.
+const REFETCH_AFTER: Duration = Duration::from_secs(2);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A key set larger than this is not a key set.
 const MAX_JWKS_BYTES: usize = 256 * 1024;

@@ -91,6 +91,7 @@ impl WritVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
+        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<WritClaims>(token, &key, &validation)
             .map_err(|e| format!("the writ was refused: {}", describe(&e)))?
             .claims;
