@@ -702,4 +702,96 @@ call_timeout = "90s"
         .unwrap_err();
         assert_eq!(err.line, Some(3));
     }
+
+    #[test]
+    fn the_access_sections_parse_with_safe_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(
+            config.gateway.auth,
+            AuthMode::On,
+            "authentication is on by default"
+        );
+        assert!(config.identity.require_registered);
+        assert_eq!(config.tokens.ttl, Duration::from_secs(300));
+        assert_eq!(config.tokens.max_ttl, Duration::from_secs(1800));
+        assert_eq!(config.tokens.algorithm, SigningAlgorithm::EdDSA);
+        assert_eq!(config.tokens.dpop, DpopMode::Optional);
+        assert_eq!(config.tokens.max_delegation_depth, 2);
+        assert!(
+            config.tasks.allow.is_empty(),
+            "no rules: every task is refused"
+        );
+        let config = Config::parse(
+            r#"
+[gateway]
+auth = "off"
+[store]
+path = "/var/lib/writ/writ.db"
+[identity]
+require_registered = false
+[[identity.oidc]]
+issuer = "https://login.example.com"
+jwks_url = "https://login.example.com/keys"
+audience = "writ"
+[[identity.spiffe]]
+trust_domain = "example.org"
+bundle = "/etc/spiffe/bundle.json"
+[tokens]
+algorithm = "ES256"
+ttl = "2m"
+max_ttl = "10m"
+dpop = "required"
+dpop_nonce = true
+max_delegation_depth = 3
+[[tasks.allow]]
+agents = ["team:ops", "triage"]
+tools = ["ops.*", "notes.read"]
+delegate_to = ["*"]
+[admin]
+token = { env = "WRIT_ADMIN_TOKEN" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.gateway.auth, AuthMode::Off);
+        assert_eq!(config.identity.oidc[0].agent_claim, "sub");
+        assert_eq!(config.identity.spiffe[0].trust_domain, "example.org");
+        assert_eq!(config.tokens.dpop, DpopMode::Required);
+        assert_eq!(
+            config.tasks.allow[0].agents[0],
+            AgentMatch::Team("ops".into())
+        );
+        assert_eq!(config.tasks.allow[0].delegate_to[0], AgentMatch::Any);
+        assert_eq!(
+            config.admin.token,
+            Some(ValueSource::Env("WRIT_ADMIN_TOKEN".into()))
+        );
+    }
+
+    #[test]
+    fn unsafe_or_inconsistent_access_settings_are_refused() {
+        for (text, says) in [
+            ("[tokens]\nttl = \"1h\"\n", "longer than `tokens.max_ttl`"),
+            ("[tokens]\nmax_delegation_depth = 9\n", "at most 8"),
+            (
+                "[admin]\ntoken = \"hunter2\"\n",
+                "`admin.token` is a credential",
+            ),
+            (
+                "[[identity.oidc]]\nissuer = \"http://login.example.com\"\njwks_url = \"https://x/keys\"\naudience = \"w\"\n",
+                "must be an https:// URL",
+            ),
+            (
+                "[[identity.spiffe]]\ntrust_domain = \"spiffe://Example.org\"\nbundle = \"b\"\n",
+                "SPIFFE trust domain",
+            ),
+            (
+                "[[tasks.allow]]\nagents = [\"a\"]\ntools = [\"notes\"]\n",
+                "line 3: tool pattern `notes`",
+            ),
+            ("[tokens]\ndpop = \"sometimes\"\n", "line 2"),
+        ] {
+            let error = Config::parse(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
 }

@@ -166,3 +166,87 @@ fn serve_runs_until_sigterm_and_exits_cleanly() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "writ serve exited with {exit}");
 }
+
+fn run_ok(args: &[&str]) -> String {
+    let output = writ().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "writ {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn agents_are_registered_listed_and_disabled_from_the_command_line() {
+    let config = temp_config("agents", "[gateway]\nlisten = \"127.0.0.1:0\"\n");
+    let dir = config.parent().unwrap().to_path_buf();
+    let _ = std::fs::remove_file(dir.join("agent.key"));
+    let _ = std::fs::remove_dir_all(dir.join(".writ"));
+    let config = config.to_str().unwrap();
+    let key = dir.join("agent.key");
+    let id = run_ok(&[
+        "agent",
+        "create",
+        "triage-bot",
+        "--team",
+        "research",
+        "--owner",
+        "ana",
+        "--out",
+        key.to_str().unwrap(),
+        "--config",
+        config,
+    ]);
+    let id = id.trim();
+    assert!(id.starts_with("agt_") && id.len() == 36, "{id}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "the private key file is readable by its owner only"
+        );
+    }
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    assert_eq!(file["agent_id"], id);
+    assert!(
+        file["private_key"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN PRIVATE KEY")
+    );
+    // The store is beside the config file, as `[store] path` says by default.
+    assert!(dir.join(".writ/writ.db").exists());
+
+    let again = writ()
+        .args(["agent", "create", "triage-bot", "--out"])
+        .arg(dir.join("other.key"))
+        .args(["--config", config])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert!(
+        !dir.join("other.key").exists(),
+        "no key file for a refused agent"
+    );
+
+    let list: Value =
+        serde_json::from_str(&run_ok(&["agent", "list", "--json", "--config", config])).unwrap();
+    assert_eq!(list[0]["name"], "triage-bot");
+    assert_eq!(list[0]["team"], "research");
+    assert_eq!(list[0]["disabled"], false);
+    let disabled = run_ok(&["agent", "disable", "triage-bot", "--config", config]);
+    assert!(
+        disabled.contains("agent `triage-bot` disabled; 0 task(s) revoked"),
+        "{disabled}"
+    );
+    let shown: Value =
+        serde_json::from_str(&run_ok(&["agent", "show", id, "--config", config])).unwrap();
+    assert_eq!(shown["disabled"], true);
+    assert!(run_ok(&["keys", "list", "--config", config]).starts_with("KID"));
+    let kid = run_ok(&["keys", "rotate", "--config", config]);
+    assert!(run_ok(&["keys", "list", "--config", config]).contains(kid.trim()));
+}

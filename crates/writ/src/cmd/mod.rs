@@ -17,7 +17,13 @@ use writ_store::{SqliteStore, Store};
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The configuration file.
-    #[arg(long, short, default_value = "writ.toml", env = "WRIT_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "writ.toml",
+        env = "WRIT_CONFIG"
+    )]
     pub config: PathBuf,
 }
 
