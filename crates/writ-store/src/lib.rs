@@ -67,8 +67,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: &str,
         now: i64,
     ) -> StoreResult<Vec<String>>;
-    /// Adds one to a task's call count and returns the new count.
-    async fn count_call(&self, id: &str) -> StoreResult<u64>;
+    /// Adds `calls` to a task's call count and returns the new count. Gateways count in
+    /// memory and add what they counted in batches.
+    async fn add_calls(&self, id: &str, calls: u64) -> StoreResult<u64>;
     /// Marks active tasks whose `expires_at <= now` expired. Returns their ids.
     async fn expire_tasks(&self, now: i64) -> StoreResult<Vec<String>>;
 

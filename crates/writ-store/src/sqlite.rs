@@ -367,9 +367,12 @@ impl Store for SqliteStore {
         Ok(changed)
     }
 
-    async fn count_call(&self, id: &str) -> StoreResult<u64> {
-        sqlx::query_scalar("UPDATE tasks SET calls = calls + 1 WHERE id = ?1 RETURNING calls")
+    async fn add_calls(&self, id: &str, calls: u64) -> StoreResult<u64> {
+        let calls = i64::try_from(calls)
+            .map_err(|_| StoreError::Database(format!("call count {calls} is out of range")))?;
+        sqlx::query_scalar("UPDATE tasks SET calls = calls + ?2 WHERE id = ?1 RETURNING calls")
             .bind(id)
+            .bind(calls)
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?

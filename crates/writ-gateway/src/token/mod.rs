@@ -40,7 +40,8 @@ use identity::Identities;
 use keys::{KeyError, KeyRing};
 use writs::WritVerifier;
 
-/// How often the change feed is read for revocations and key rotations made elsewhere.
+/// How often the change feed is read for revocations and key rotations made elsewhere,
+/// and call counts are written to the store.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// How often expired tasks are marked so in the store (memory checks expiry on each use).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -89,6 +90,8 @@ pub struct LiveTask {
     pub grant: TaskGrant,
     state: Mutex<TaskState>,
     calls: AtomicU64,
+    /// How many of `calls` the store already holds; the rest are added in batches.
+    stored_calls: AtomicU64,
 }
 
 impl LiveTask {
@@ -106,6 +109,7 @@ impl LiveTask {
         Self {
             state: Mutex::new(task.state),
             calls: AtomicU64::new(task.calls),
+            stored_calls: AtomicU64::new(task.calls),
             grant,
             task,
         }
@@ -243,9 +247,13 @@ impl TokenService {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(FOLLOW_EVERY) => {}
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => {
+                        service.flush_calls().await;
+                        return;
+                    }
                 }
                 seq = service.follow(seq).await;
+                service.flush_calls().await;
                 if last_sweep.elapsed() >= SWEEP_EVERY {
                     last_sweep = tokio::time::Instant::now();
                     service.sweep().await;
@@ -433,14 +441,29 @@ impl TokenService {
                 task.task.id
             )));
         }
-        let store = self.store.clone();
-        let id = task.task.id.clone();
-        tokio::spawn(async move {
-            if let Err(err) = store.count_call(&id).await {
-                tracing::error!(%err, task = %id, "could not record a call");
-            }
-        });
+        // The budget is enforced here, in memory; the store learns the count in batches
+        // (`flush_calls`), so a call costs no store write.
         Ok(())
+    }
+
+    /// Adds the calls counted in memory since the last flush to the store.
+    async fn flush_calls(&self) {
+        let pending: Vec<Arc<LiveTask>> = match self.tasks.lock() {
+            Ok(tasks) => tasks
+                .values()
+                .filter(|t| t.calls() > t.stored_calls.load(Ordering::Acquire))
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for task in pending {
+            let counted = task.calls();
+            let stored = task.stored_calls.load(Ordering::Acquire);
+            match self.store.add_calls(&task.task.id, counted - stored).await {
+                Ok(_) => task.stored_calls.store(counted, Ordering::Release),
+                Err(err) => tracing::error!(%err, task = %task.task.id, "could not record calls"),
+            }
+        }
     }
 
     /// A fresh DPoP nonce for response headers, when nonces are required.

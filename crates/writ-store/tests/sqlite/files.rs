@@ -13,7 +13,7 @@ async fn data_survives_reopening_the_file() {
         .insert_task(&task("tsk_1", "agt_1", 100))
         .await
         .unwrap();
-    store.count_call("tsk_1").await.unwrap();
+    store.add_calls("tsk_1", 1).await.unwrap();
     store.add_signing_key(&key("k1", 100), 100).await.unwrap();
     assert!(
         store

@@ -230,7 +230,7 @@ async fn ending_a_task_that_is_not_active_changes_nothing() {
 }
 
 #[tokio::test]
-async fn count_call_returns_the_new_count() {
+async fn add_calls_returns_the_new_count() {
     let (_dir, store) = open().await;
     store.create_agent(&agent("agt_1", "alice")).await.unwrap();
     store
@@ -238,10 +238,10 @@ async fn count_call_returns_the_new_count() {
         .await
         .unwrap();
 
-    assert_eq!(store.count_call("tsk_1").await.unwrap(), 1);
-    assert_eq!(store.count_call("tsk_1").await.unwrap(), 2);
-    assert_eq!(store.task("tsk_1").await.unwrap().unwrap().calls, 2);
-    let err = store.count_call("tsk_9").await.unwrap_err();
+    assert_eq!(store.add_calls("tsk_1", 1).await.unwrap(), 1);
+    assert_eq!(store.add_calls("tsk_1", 3).await.unwrap(), 4);
+    assert_eq!(store.task("tsk_1").await.unwrap().unwrap().calls, 4);
+    let err = store.add_calls("tsk_9", 1).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
