@@ -3,6 +3,7 @@
 
 Usage:
   client.py --url URL [--scenario basic] [--protocol-version V] [--header K=V ...] [--timeout S]
+            [--token WRIT [--dpop-key KEYFILE]]
             [--call NAME --args JSON] [--progress-call NAME --progress-args JSON]
 
 Scenario "basic": connect, list every tool (following nextCursor), optionally
@@ -13,7 +14,19 @@ JSON object on stdout:
    "call": {"isError": bool, "content": [...]} | null,
    "progress": {"notifications": N, "result": {"isError": bool, "content": [...]}} | null}
 
-Any failure exits non-zero with the reason on stderr and nothing on stdout.
+Any failure exits non-zero with the reason on stderr and nothing on stdout. The SDK turns
+an HTTP error answer into a JSON-RPC error and drops its status, so the reason ends with
+every HTTP error status seen (and its WWW-Authenticate challenge), e.g. `[HTTP 403 on POST
+(WWW-Authenticate: Bearer error="insufficient_scope", ...)]`.
+
+Authorization (Writ's writs, through the SDK's own `auth=` parameter, an httpx2.Auth):
+  --token WRIT                      `Authorization: Bearer WRIT` on every request.
+  --token WRIT --dpop-key KEYFILE   `Authorization: DPoP WRIT` plus a fresh RFC 9449 proof in
+                                    a `DPoP` header on every request, signed with the key in
+                                    KEYFILE (`writ agent create --out`: {"agent_id",
+                                    "algorithm": "EdDSA"|"ES256", "private_key": PKCS#8 PEM}).
+                                    A 401 whose challenge says `use_dpop_nonce` is retried
+                                    once with a new proof carrying the `DPoP-Nonce` it sent.
 
 Protocol revisions (mcp 2.3.0, see mcp_types.version):
   handshake era (initialize + Mcp-Session-Id): 2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25
@@ -31,11 +44,19 @@ Protocol revisions (mcp 2.3.0, see mcp_types.version):
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import sys
+import time
+import uuid
+from collections.abc import Generator
 from typing import Any
 
 import anyio
+import httpx2
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 import mcp.client.session as client_session
 from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
@@ -61,6 +82,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--progress-args", metavar="JSON", help="arguments for --progress-call (default: --args when there is no --call)"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="whole-run deadline in seconds")
+    parser.add_argument("--token", metavar="WRIT", help="send `Authorization: Bearer WRIT` (DPoP with --dpop-key)")
+    parser.add_argument(
+        "--dpop-key", metavar="KEYFILE", help="with --token: DPoP-bound writ, proofs signed with this agent key file"
+    )
     args = parser.parse_args(argv)
 
     headers: dict[str, str] = {}
@@ -80,7 +105,90 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if not isinstance(value, dict):
             parser.error(f"--{flag.replace('_', '-')} must be a JSON object")
         setattr(args, flag, value)
+    if args.dpop_key is not None and args.token is None:
+        parser.error("--dpop-key needs --token")
+    if args.token is not None:
+        args.token = args.token.strip()
+    try:
+        args.auth = DPoPAuth(args.token, args.dpop_key) if args.dpop_key else WritAuth(args.token)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"--dpop-key {args.dpop_key}: {exc}")
     return args
+
+
+class WritAuth(httpx2.Auth):
+    """`Authorization: Bearer <writ>` when there is a token; with or without one, notes every
+    HTTP error answer, whose status the SDK would otherwise drop on its way to a JSON-RPC error."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        self.http_errors: list[str] = []
+
+    def authorize(self, request: httpx2.Request) -> None:
+        if self.token is not None:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        self.authorize(request)
+        response = yield request
+        self.note(response)
+
+    def note(self, response: httpx2.Response) -> None:
+        if response.status_code < 400:
+            return
+        text = f"HTTP {response.status_code} on {response.request.method}"
+        challenge = response.headers.get("WWW-Authenticate")
+        if challenge:
+            text += f" (WWW-Authenticate: {challenge})"
+        self.http_errors.append(text)
+
+
+class DPoPAuth(WritAuth):
+    """`Authorization: DPoP <writ>` and a fresh RFC 9449 proof for every request (Writ refuses
+    a replayed proof), retried once when the server asks for its nonce."""
+
+    def __init__(self, token: str, key_file: str) -> None:
+        super().__init__(token)
+        with open(key_file, encoding="utf-8") as f:
+            key = json.load(f)
+        self.algorithm: str = key["algorithm"]
+        if self.algorithm not in ("EdDSA", "ES256"):
+            raise ValueError(f"algorithm {self.algorithm!r} is neither EdDSA nor ES256")
+        self.private_key = load_pem_private_key(key["private_key"].encode(), password=None)
+        self.jwk = jwt.get_algorithm_by_name(self.algorithm).to_jwk(self.private_key.public_key(), as_dict=True)
+        self.ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+        self.nonce: str | None = None
+
+    def authorize(self, request: httpx2.Request) -> None:
+        request.headers["Authorization"] = f"DPoP {self.token}"
+        request.headers["DPoP"] = self.proof(request)
+
+    def proof(self, request: httpx2.Request) -> str:
+        claims: dict[str, Any] = {
+            "jti": str(uuid.uuid4()),
+            "htm": request.method,
+            "htu": str(request.url.copy_with(query=None, fragment=None)),
+            "iat": int(time.time()),
+            "ath": self.ath,
+        }
+        if self.nonce is not None:
+            claims["nonce"] = self.nonce
+        headers = {"typ": "dpop+jwt", "jwk": self.jwk}
+        return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers=headers)
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        self.authorize(request)
+        response = yield request
+        nonce = response.headers.get("DPoP-Nonce")
+        if nonce is not None:
+            # Kept for later requests too: a server may rotate its nonce on any answer.
+            self.nonce = nonce
+        wants_nonce = "use_dpop_nonce" in response.headers.get("WWW-Authenticate", "")
+        if response.status_code == 401 and wants_nonce and nonce is not None:
+            self.authorize(request)
+            response = yield request
+            self.nonce = response.headers.get("DPoP-Nonce", self.nonce)
+        self.note(response)
 
 
 def dump(model: Any) -> Any:
@@ -128,7 +236,7 @@ async def list_all_tools(session: ClientSession) -> list[str]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"protocolVersion": None, "serverInfo": None, "tools": [], "call": None, "progress": None}
     with anyio.fail_after(args.timeout):
-        async with create_mcp_http_client(headers=args.headers) as http:
+        async with create_mcp_http_client(headers=args.headers, auth=args.auth) as http:
             async with streamable_http_client(args.url, http_client=http) as (read, write):
                 async with ClientSession(read, write) as session:
                     await connect(session, args.protocol_version)
@@ -171,7 +279,8 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - report everything, exit non-zero
         if isinstance(exc, KeyboardInterrupt):
             raise
-        print(f"client.py: {describe(exc)}", file=sys.stderr)
+        seen = f" [{'; '.join(args.auth.http_errors)}]" if args.auth.http_errors else ""
+        print(f"client.py: {describe(exc)}{seen}", file=sys.stderr)
         return 1
     print(json.dumps(out))
     return 0

@@ -1,6 +1,8 @@
 //! Real MCP peers through the real `writ serve` process: the official Python and
 //! TypeScript SDK clients, `@modelcontextprotocol/server-everything` (stdio and Streamable
-//! HTTP), a Python SDK server, and the MCP conformance suite.
+//! HTTP), a Python SDK server, and the MCP conformance suite. Most run with `auth = "off"`;
+//! the `an_agent_with_only_its_key_file_…` tests keep Writ's token service on and use
+//! writs (bearer and DPoP-bound) as an agent would.
 //!
 //! The peers are installed by `scripts/install-test-deps` (run by `scripts/test`). Without
 //! them these tests fail under CI (`CI=true`) and skip loudly elsewhere.
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -119,8 +121,17 @@ fn http_toml(name: &str, url: &str) -> String {
     format!("[[servers]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{url}\"\n")
 }
 
-/// Runs `writ serve` with `servers` and waits until `/readyz` says every upstream is up.
-fn writ_serve(gateway: &str, servers: &str, processes: &mut Processes) -> String {
+/// Whether `writ serve` asks for writs on `/mcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    Off,
+    /// Writ's default: the token service is on.
+    On,
+}
+
+/// Writes `writ.toml` into a fresh folder (a relative `[store] path` lands there too):
+/// `[gateway]` with `gateway` lines added, then `rest` (servers and other sections).
+fn writ_config(auth: Auth, gateway: &str, rest: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "writ-interop-{}-{}",
         std::process::id(),
@@ -128,16 +139,31 @@ fn writ_serve(gateway: &str, servers: &str, processes: &mut Processes) -> String
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("writ.toml");
+    let auth = match auth {
+        Auth::Off => "auth = \"off\"\n",
+        Auth::On => "",
+    };
     std::fs::write(
         &config,
         format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"off\"\ncall_timeout = \"20s\"\n{gateway}\n{servers}"
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n{auth}call_timeout = \"20s\"\n{gateway}\n{rest}"
         ),
     )
     .unwrap();
+    config
+}
+
+/// Runs `writ serve` (authentication off) with `servers`; see `writ_serve_config`.
+fn writ_serve(gateway: &str, servers: &str, processes: &mut Processes) -> String {
+    writ_serve_config(&writ_config(Auth::Off, gateway, servers), processes)
+}
+
+/// Runs `writ serve --config config` and waits until `/readyz` says every upstream is up;
+/// returns the `/mcp` URL.
+fn writ_serve_config(config: &Path, processes: &mut Processes) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_writ"))
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("WRIT_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -170,19 +196,49 @@ fn writ_serve(gateway: &str, servers: &str, processes: &mut Processes) -> String
     }
 }
 
-/// Runs an SDK client script and returns its JSON report.
-fn client(kit: &Path, script: &str, url: &str, args: &[&str]) -> Value {
+/// Runs a `writ` command that must succeed; returns its stdout, trimmed.
+fn writ(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(args)
+        .env("WRIT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "writ {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn run_client(kit: &Path, script: &str, url: &str, args: &[&str]) -> Output {
     let program = if script.ends_with(".py") {
         kit.join(".venv/bin/python")
     } else {
         PathBuf::from("node")
     };
-    let output = Command::new(program)
+    Command::new(program)
         .arg(kit.join(script))
         .args(["--url", url, "--timeout", "30"])
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs an SDK client script that must fail; returns the reason it gives on stderr.
+fn client_failure(kit: &Path, script: &str, url: &str, args: &[&str]) -> String {
+    let output = run_client(kit, script, url, args);
+    assert!(
+        !output.status.success(),
+        "{script} {args:?} succeeded but should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs an SDK client script and returns its JSON report.
+fn client(kit: &Path, script: &str, url: &str, args: &[&str]) -> Value {
+    let output = run_client(kit, script, url, args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -337,6 +393,147 @@ fn official_clients_through_writ_to_http_servers() {
         );
         assert_eq!(text_of(&py["call"]), "5", "{script}: {py}");
     }
+}
+
+/// How an agent presents its writ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    Bearer,
+    /// Bound to the agent's key: every HTTP request carries a fresh DPoP proof.
+    Dpop,
+}
+
+/// An agent that has only its key file begins a task over `everything.echo` with the `writ`
+/// CLI and uses the writ from the official Python SDK: it sees and calls only the task's
+/// tools, a call outside the task is refused with 403, and once the task ends the writ
+/// gets 401.
+fn agent_with_its_key_file_through_writ(binding: Binding) {
+    let Some(kit) = kit() else { return };
+    let mut processes = Processes::default();
+    let config = writ_config(
+        Auth::On,
+        "",
+        &format!(
+            "[store]\npath = \"writ.db\"\n\n{}[[tasks.allow]]\nagents = [\"py-agent\"]\ntools = [\"everything.*\"]\n\n{}",
+            // With DPoP, Writ also demands its own nonces: the CLI and the Python client
+            // must each retry once with the nonce Writ sends.
+            if binding == Binding::Dpop {
+                "[tokens]\ndpop_nonce = true\n\n"
+            } else {
+                ""
+            },
+            everything_stdio_toml(&kit)
+        ),
+    );
+    let key = config.with_file_name("py-agent.json");
+    let (config, key) = (config.to_str().unwrap(), key.to_str().unwrap());
+    let agent = writ(&[
+        "agent", "--config", config, "create", "py-agent", "--team", "interop", "--out", key,
+    ]);
+    assert!(agent.starts_with("agt_"), "{agent}");
+    let url = writ_serve_config(Path::new(config), &mut processes);
+    let base = url.strip_suffix("/mcp").unwrap();
+    let mut begin = vec![
+        "task",
+        "--config",
+        config,
+        "begin",
+        "--url",
+        base,
+        "--key",
+        key,
+        "--purpose",
+        "interop: echo through the Python SDK",
+        "--tool",
+        "everything.echo",
+    ];
+    if binding == Binding::Dpop {
+        begin.push("--dpop");
+    }
+    let token = writ(&begin);
+    let mut auth = vec!["--token", token.as_str()];
+    if binding == Binding::Dpop {
+        auth.extend(["--dpop-key", key]);
+    }
+    let echo = [
+        "--call",
+        "everything.echo",
+        "--args",
+        r#"{"message": "with a writ"}"#,
+    ];
+    // Stateless POSTs, and a session with its GET stream and DELETE.
+    for version in ["2026-07-28", "2025-11-25"] {
+        let report = client(
+            &kit,
+            "client.py",
+            &url,
+            &[&auth[..], &["--protocol-version", version], &echo].concat(),
+        );
+        assert_eq!(
+            tool_names(&report),
+            ["everything.echo"],
+            "{binding:?} {version}: {report}"
+        );
+        assert_eq!(
+            text_of(&report["call"]),
+            "Echo: with a writ",
+            "{binding:?} {version}: {report}"
+        );
+    }
+    // One request per failing run: 2026-07-28 has no fallback handshake to retry with.
+    let once = ["--protocol-version", "2026-07-28"];
+    let outside = client_failure(
+        &kit,
+        "client.py",
+        &url,
+        &[
+            &auth[..],
+            &once,
+            &[
+                "--call",
+                "everything.get-sum",
+                "--args",
+                r#"{"a": 1, "b": 2}"#,
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        outside.contains("HTTP 403")
+            && outside.contains("insufficient_scope")
+            && outside.contains("`everything.get-sum` is outside task"),
+        "{binding:?}: {outside}"
+    );
+    if binding == Binding::Dpop {
+        let as_bearer = client_failure(
+            &kit,
+            "client.py",
+            &url,
+            &[&["--token", token.as_str()][..], &once, &echo].concat(),
+        );
+        assert!(
+            as_bearer.contains("HTTP 401") && as_bearer.contains("this writ is DPoP-bound"),
+            "{as_bearer}"
+        );
+    }
+    writ(&[
+        "task", "--config", config, "end", "--url", base, "--token", &token,
+    ]);
+    let ended = client_failure(&kit, "client.py", &url, &[&auth[..], &once, &echo].concat());
+    assert!(
+        ended.contains("HTTP 401") && ended.contains("is completed; begin a new task"),
+        "{binding:?}: {ended}"
+    );
+}
+
+#[test]
+fn an_agent_with_only_its_key_file_calls_through_writ_with_a_bearer_writ() {
+    agent_with_its_key_file_through_writ(Binding::Bearer);
+}
+
+#[test]
+fn an_agent_with_only_its_key_file_calls_through_writ_with_a_dpop_bound_writ() {
+    agent_with_its_key_file_through_writ(Binding::Dpop);
 }
 
 fn conformance(kit: &Path, url: &str, out: &Path) -> BTreeMap<String, String> {

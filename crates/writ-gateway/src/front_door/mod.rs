@@ -41,6 +41,16 @@ fn refuse(error: &GatewayError, id: Option<&RawValue>) -> Response {
     json_response(error.status(), error.to_response(id))
 }
 
+/// A refusal sent before the request body was read: the connection cannot carry another
+/// request (the unread body is still on it), so say it closes, and clients open a new one.
+fn refuse_unread(error: &GatewayError) -> Response {
+    let mut response = refuse(error, None);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
@@ -64,12 +74,8 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// `POST /mcp`.
 pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     if let Err(error) = check_origin(&gateway, &headers) {
-        return refuse(&error, None);
+        return refuse_unread(&error);
     }
-    let caller = match authenticate(&gateway, &headers, "POST").await {
-        Ok(caller) => caller,
-        Err(refused) => return refused,
-    };
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
     if !content_type
         .to_ascii_lowercase()
@@ -80,7 +86,7 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
             code::INVALID_REQUEST,
             "`Content-Type` must be `application/json`",
         );
-        return refuse(&error, None);
+        return refuse_unread(&error);
     }
     let accept = Accept::from(&headers);
     if !accept.json && !accept.sse {
@@ -89,7 +95,7 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
             code::INVALID_REQUEST,
             "`Accept` must list `application/json` and `text/event-stream`",
         );
-        return refuse(&error, None);
+        return refuse_unread(&error);
     }
     let bytes = match axum::body::to_bytes(body, gateway.config.max_body_bytes).await {
         Ok(bytes) => bytes,
@@ -100,8 +106,14 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
                 code::INVALID_REQUEST,
                 format!("body is larger than the limit of {limit} bytes"),
             );
-            return refuse(&error, None);
+            return refuse_unread(&error);
         }
+    };
+    // Authentication comes after the body is read (within its size limit): a refused
+    // request then leaves the connection reusable, which a DPoP nonce retry relies on.
+    let caller = match authenticate(&gateway, &headers, "POST").await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
     };
     let header_version = match header_str(&headers, VERSION_HEADER) {
         None => None,
