@@ -1323,3 +1323,69 @@ async fn spiffe_jwt_svids_follow_the_jwt_svid_rules() {
     fx.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_agent_may_publish_its_keys_at_a_jwks_url() {
+    let (key, jwk) = issuer_key("agent-key-1");
+    let app = axum::Router::new().route(
+        "/keys",
+        axum::routing::get(move || {
+            let set = json!({ "keys": [jwk.clone()] });
+            async move { axum::Json(set) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let keys_url = format!("http://{}/keys", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let fx =
+        Fixture::start("[[tasks.allow]]\nagents = [\"published\"]\ntools = [\"notes.read\"]\n")
+            .await;
+    let id = agent_key::new_agent_id();
+    fx.store
+        .create_agent(&Agent {
+            id: id.clone(),
+            name: "published".into(),
+            team: None,
+            owner: None,
+            credential: AgentCredential::JwksUrl { url: keys_url },
+            disabled: false,
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    let assertion = |kid: &str, alg: Algorithm| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        let claims = json!({ "iss": id, "sub": id, "aud": fx.base, "iat": now(), "exp": now() + 60, "jti": uuid::Uuid::new_v4().to_string() });
+        match alg {
+            Algorithm::ES256 => jsonwebtoken::encode(&header, &claims, &key).unwrap(),
+            _ => jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"k")).unwrap(),
+        }
+    };
+    let ok = fx
+        .token_request(
+            &[("subject_token", assertion("agent-key-1", Algorithm::ES256))],
+            None,
+        )
+        .await;
+    assert_eq!(ok.0, StatusCode::OK, "{ok:?}");
+    assert_eq!(
+        claims_of(ok.1["access_token"].as_str().unwrap())["client_id"],
+        id.as_str()
+    );
+    let unknown = fx
+        .token_request(
+            &[("subject_token", assertion("agent-key-2", Algorithm::ES256))],
+            None,
+        )
+        .await;
+    assert_oauth_error(&unknown, "invalid_grant", "no key `agent-key-2`");
+    let symmetric = fx
+        .token_request(
+            &[("subject_token", assertion("agent-key-1", Algorithm::HS256))],
+            None,
+        )
+        .await;
+    assert_oauth_error(&symmetric, "invalid_grant", "not accepted");
+    fx.stop().await;
+}
