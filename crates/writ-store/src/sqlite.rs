@@ -63,12 +63,30 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await
-            .map_err(db)?;
-        Self::with_schema(pool).await
+        // Two processes opening a new file at once (the gateway and a CLI command) race
+        // to switch it to WAL, and SQLite answers the loser "locked" without waiting on
+        // the busy timeout; so opening itself is retried until that timeout.
+        let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let opened = async {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(db)?;
+                Self::with_schema(pool).await
+            }
+            .await;
+            match opened {
+                Err(StoreError::Database(message))
+                    if message.contains("database is locked")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A private database in memory, gone when the store is dropped; for tests.
