@@ -38,6 +38,40 @@ const REASON_AGENT_DISABLED: &str = "agent disabled";
 const REASON_PARENT_ENDED: &str = "parent task ended";
 const REASON_EXPIRED: &str = "expired";
 
+/// The statement that revokes every active task in the delegation trees growing from
+/// the tasks `$seed` selects (`?1` binds the agent or task id). The walk passes through
+/// ended tasks too, so a descendant left active under one is still revoked.
+macro_rules! revoke_tree_sql {
+    ($seed:literal) => {
+        concat!(
+            "WITH RECURSIVE tree (id) AS (",
+            $seed,
+            " UNION SELECT tasks.id FROM tasks JOIN tree ON tasks.parent_id = tree.id) \
+             UPDATE tasks SET state = 'revoked', reason = ?2, ended_at = ?3 \
+             WHERE state = 'active' AND id IN (SELECT id FROM tree) \
+             RETURNING id, depth, created_at"
+        )
+    };
+}
+
+/// Runs a [`revoke_tree_sql!`] statement; the revoked ids, shallowest first.
+async fn revoke_tree(
+    tx: &mut Transaction<'_, Sqlite>,
+    sql: &'static str,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> StoreResult<Vec<String>> {
+    let revoked = sqlx::query(sql)
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+    rows::ordered_ids(&revoked)
+}
+
 /// [`Store`] on a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -225,25 +259,15 @@ impl Store for SqliteStore {
         if disabled.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("agent `{id}`")));
         }
-        // The walk starts from every task the agent holds, ended or not: a descendant
-        // left active under an ended task (say, one that expired) is revoked too.
-        let revoked = sqlx::query(
-            "WITH RECURSIVE tree (id) AS ( \
-                 SELECT id FROM tasks WHERE agent_id = ?1 \
-                 UNION \
-                 SELECT tasks.id FROM tasks JOIN tree ON tasks.parent_id = tree.id \
-             ) \
-             UPDATE tasks SET state = 'revoked', reason = ?2, ended_at = ?3 \
-             WHERE state = 'active' AND id IN (SELECT id FROM tree) \
-             RETURNING id, depth, created_at",
+        // The walk starts from every task the agent holds, ended or not.
+        let revoked = revoke_tree(
+            &mut tx,
+            revoke_tree_sql!("SELECT id FROM tasks WHERE agent_id = ?1"),
+            id,
+            REASON_AGENT_DISABLED,
+            now,
         )
-        .bind(id)
-        .bind(REASON_AGENT_DISABLED)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let revoked = rows::ordered_ids(&revoked)?;
+        .await?;
         record_changes(&mut tx, ChangeKind::Agent, &[id]).await?;
         record_changes(&mut tx, ChangeKind::Task, &revoked).await?;
         tx.commit().await.map_err(db)?;
@@ -361,25 +385,17 @@ impl Store for SqliteStore {
                 None => Err(StoreError::NotFound(format!("task `{id}`"))),
             };
         }
-        // All descendants, through ended ones too: see `disable_agent`.
-        let revoked = sqlx::query(
-            "WITH RECURSIVE tree (id) AS ( \
-                 SELECT id FROM tasks WHERE parent_id = ?1 \
-                 UNION \
-                 SELECT tasks.id FROM tasks JOIN tree ON tasks.parent_id = tree.id \
-             ) \
-             UPDATE tasks SET state = 'revoked', reason = ?2, ended_at = ?3 \
-             WHERE state = 'active' AND id IN (SELECT id FROM tree) \
-             RETURNING id, depth, created_at",
-        )
-        .bind(id)
-        .bind(REASON_PARENT_ENDED)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
         let mut changed = vec![id.to_owned()];
-        changed.extend(rows::ordered_ids(&revoked)?);
+        changed.extend(
+            revoke_tree(
+                &mut tx,
+                revoke_tree_sql!("SELECT id FROM tasks WHERE parent_id = ?1"),
+                id,
+                REASON_PARENT_ENDED,
+                now,
+            )
+            .await?,
+        );
         record_changes(&mut tx, ChangeKind::Task, &changed).await?;
         tx.commit().await.map_err(db)?;
         Ok(changed)

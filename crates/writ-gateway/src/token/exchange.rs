@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use writ_core::config::AgentMatch;
+use writ_core::config::TaskAllow;
 use writ_core::task::{TaskGrant, ToolPattern, covered_by};
 use writ_store::{Agent, Task, TaskState};
 
@@ -227,17 +227,19 @@ impl TokenService {
         Ok(proven)
     }
 
+    /// The `[[tasks.allow]]` rules that name `agent`.
+    fn rules_for<'r>(&'r self, agent: &'r Agent) -> impl Iterator<Item = &'r TaskAllow> {
+        self.rules.allow.iter().filter(|rule| {
+            rule.agents
+                .iter()
+                .any(|m| m.matches(&agent.name, agent.team.as_deref()))
+        })
+    }
+
     /// The `begin_task` decision, from `[[tasks.allow]]` until Cedar policy decides it.
     fn decide_begin(&self, agent: &Agent, asked: &TaskGrant) -> Result<(), OAuthError> {
         let allowed: Vec<ToolPattern> = self
-            .rules
-            .allow
-            .iter()
-            .filter(|rule| {
-                rule.agents
-                    .iter()
-                    .any(|m| m.matches(&agent.name, agent.team.as_deref()))
-            })
+            .rules_for(agent)
             .flat_map(|rule| rule.tools.iter().cloned())
             .collect();
         for tool in &asked.tools {
@@ -253,20 +255,11 @@ impl TokenService {
 
     /// The `delegate` decision: the parent's agent may delegate to this agent.
     fn decide_delegate(&self, parent: &Agent, delegate: &Agent) -> Result<(), OAuthError> {
-        let may = self
-            .rules
-            .allow
-            .iter()
-            .filter(|rule| {
-                rule.agents
-                    .iter()
-                    .any(|m| m.matches(&parent.name, parent.team.as_deref()))
-            })
-            .any(|rule| {
-                rule.delegate_to
-                    .iter()
-                    .any(|m: &AgentMatch| m.matches(&delegate.name, delegate.team.as_deref()))
-            });
+        let may = self.rules_for(parent).any(|rule| {
+            rule.delegate_to
+                .iter()
+                .any(|m| m.matches(&delegate.name, delegate.team.as_deref()))
+        });
         if may {
             Ok(())
         } else {

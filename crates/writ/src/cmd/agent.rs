@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use writ_core::config::SigningAlgorithm;
-use writ_gateway::token::agent_key::{self, AgentKey};
+use writ_gateway::token::agent_key;
 use writ_gateway::token::{SPIFFE_ISSUER, now, spiffe_trust_domain};
 use writ_store::{Agent, AgentCredential};
 
@@ -105,31 +105,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if store.agent(&name).await?.is_some() {
                 bail!("an agent named `{name}` already exists");
             }
-            let id = agent_key::new_agent_id();
-            let (key, public_pem) = AgentKey::generate(&id, algorithm)?;
-            key.write(&out)?;
-            let agent = Agent {
-                id: id.clone(),
-                name,
+            let key = super::register_key_agent(
+                store.as_ref(),
+                &name,
                 team,
                 owner,
-                credential: AgentCredential::PublicKey {
-                    algorithm: algorithm.as_str().to_owned(),
-                    pem: public_pem,
-                },
-                disabled: false,
-                created_at: now(),
-            };
-            if let Err(err) = store.create_agent(&agent).await {
-                let _ = std::fs::remove_file(&out);
-                return Err(err.into());
-            }
+                algorithm,
+                Some(&out),
+            )
+            .await?;
             eprintln!(
-                "agent `{}` registered; its private key is in `{}` (keep it secret)",
-                agent.name,
+                "agent `{name}` registered; its private key is in `{}` (keep it secret)",
                 out.display()
             );
-            println!("{id}");
+            println!("{}", key.agent_id);
         }
         Command::Add {
             name,

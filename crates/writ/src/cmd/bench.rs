@@ -19,11 +19,9 @@ use writ_core::config::{
 };
 use writ_core::naming::ServerName;
 use writ_gateway::Running;
-use writ_gateway::token::agent_key::{self, AgentKey};
+use writ_gateway::token::agent_key::AgentKey;
 use writ_gateway::token::client::{self, TaskRequest};
-use writ_gateway::token::now;
 use writ_mcp::server::{Tool, ToolServer, text_result};
-use writ_store::{Agent, AgentCredential};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -262,22 +260,15 @@ struct Auth {
 /// Registers the bench agent in the bench's own store and returns its key.
 async fn register_agent(config: &Config) -> anyhow::Result<Arc<AgentKey>> {
     let store = super::open_store(config).await?;
-    let id = agent_key::new_agent_id();
-    let (key, public_pem) = AgentKey::generate(&id, SigningAlgorithm::EdDSA)?;
-    store
-        .create_agent(&Agent {
-            id,
-            name: "bench".into(),
-            team: None,
-            owner: None,
-            credential: AgentCredential::PublicKey {
-                algorithm: "EdDSA".into(),
-                pem: public_pem,
-            },
-            disabled: false,
-            created_at: now(),
-        })
-        .await?;
+    let key = super::register_key_agent(
+        store.as_ref(),
+        "bench",
+        None,
+        None,
+        SigningAlgorithm::EdDSA,
+        None,
+    )
+    .await?;
     Ok(Arc::new(key))
 }
 
@@ -289,25 +280,51 @@ async fn token_phase(
     total: usize,
     dpop: bool,
 ) -> anyhow::Result<Samples> {
-    let per_client = (total / clients).max(1);
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
+    let request = Arc::new(TaskRequest {
+        purpose: "benchmark the token endpoint".into(),
+        tools: vec!["bench.echo".into()],
+        dpop,
+        ..TaskRequest::default()
+    });
+    let mut workers = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let (base, key) = (base.to_owned(), key.clone());
+        let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+        workers.push((http, base.to_owned(), key.clone(), request.clone()));
+    }
+    closed_loop(
+        workers,
+        (total / clients).max(1),
+        |(http, base, key, request)| async move {
+            client::begin_task(&http, &base, &key, &request)
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("a token exchange failed: {e}"))
+        },
+    )
+    .await
+}
+
+/// Each worker makes `per_worker` requests back to back, all workers at once; every
+/// request's latency is a sample.
+async fn closed_loop<W, F, Fut>(
+    workers: Vec<W>,
+    per_worker: usize,
+    request: F,
+) -> anyhow::Result<Samples>
+where
+    W: Clone + Send + 'static,
+    F: Fn(W) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let request = request.clone();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-            let request = TaskRequest {
-                purpose: "benchmark the token endpoint".into(),
-                tools: vec!["bench.echo".into()],
-                dpop,
-                ..TaskRequest::default()
-            };
-            let mut latencies = Vec::with_capacity(per_client);
-            for _ in 0..per_client {
+            let mut latencies = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
                 let sent = Instant::now();
-                client::begin_task(&http, &base, &key, &request)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("a token exchange failed: {e}"))?;
+                request(worker.clone()).await?;
                 latencies.push(sent.elapsed());
             }
             anyhow::Ok(latencies)
@@ -317,7 +334,7 @@ async fn token_phase(
     for task in tasks {
         samples
             .latencies
-            .extend(task.await.context("a token client stopped")??);
+            .extend(task.await.context("a bench client stopped")??);
     }
     samples.elapsed = started.elapsed();
     Ok(samples)
@@ -360,29 +377,15 @@ async fn phase(
         sessions.push(Session::open(url, auth.clone()).await?);
     }
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {"text": text}}}).to_string();
-    let per_client = calls / clients;
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
-    for session in sessions {
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_client);
-            for _ in 0..per_client {
-                let sent = Instant::now();
-                session.call(body.clone()).await?;
-                latencies.push(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut samples = Samples::default();
-    for task in tasks {
-        samples
-            .latencies
-            .extend(task.await.context("a bench client stopped")??);
-    }
-    samples.elapsed = started.elapsed();
-    Ok(samples)
+    let body: Arc<str> = body.into();
+    let workers = sessions
+        .into_iter()
+        .map(|s| (Arc::new(s), body.clone()))
+        .collect();
+    closed_loop(workers, calls / clients, |(session, body)| async move {
+        session.call(body.to_string()).await
+    })
+    .await
 }
 
 struct Session {

@@ -15,11 +15,10 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
-use writ_gateway::token::agent_key::{self, AgentKey};
+use writ_gateway::token::agent_key::AgentKey;
 use writ_gateway::token::client::{self, TaskRequest};
-use writ_gateway::token::now;
 use writ_mcp::server::{Tool, ToolServer, text_result};
-use writ_store::{Agent, AgentCredential, Store};
+use writ_store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -135,29 +134,21 @@ tools = ["notes.*", "crm.export"]
     Config::parse(&text).map_err(|err| anyhow::anyhow!("demo config: {err}"))
 }
 
-/// Registers the demo agent `researcher` (team `research`) with a fresh Ed25519 key.
+/// Registers the demo agent `researcher` (team `research`) with a fresh Ed25519 key,
+/// kept in `key_file` so `writ task begin --key` can use it too.
 async fn register_demo_agent(
     store: &dyn Store,
     key_file: &std::path::Path,
 ) -> anyhow::Result<AgentKey> {
-    let id = agent_key::new_agent_id();
-    let (key, public_pem) = AgentKey::generate(&id, SigningAlgorithm::EdDSA)?;
-    key.write(key_file)?;
-    store
-        .create_agent(&Agent {
-            id,
-            name: "researcher".into(),
-            team: Some("research".into()),
-            owner: Some("demo".into()),
-            credential: AgentCredential::PublicKey {
-                algorithm: "EdDSA".into(),
-                pem: public_pem,
-            },
-            disabled: false,
-            created_at: now(),
-        })
-        .await?;
-    Ok(key)
+    super::register_key_agent(
+        store,
+        "researcher",
+        Some("research".into()),
+        Some("demo".into()),
+        SigningAlgorithm::EdDSA,
+        Some(key_file),
+    )
+    .await
 }
 
 /// Acts as an agent: prove who it is, begin a task, call within it and outside it, end it.

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use writ_core::config::Config;
-use writ_store::{SqliteStore, Store};
+use writ_core::config::{Config, SigningAlgorithm};
+use writ_gateway::token::agent_key::{self, AgentKey};
+use writ_gateway::token::now;
+use writ_store::{Agent, AgentCredential, SqliteStore, Store};
 
 /// The `--config` option every command that reads `writ.toml` shares.
 #[derive(Debug, clap::Args)]
@@ -61,6 +63,45 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         .await
         .with_context(|| format!("could not open the store `{}`", config.store.path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Registers an agent that proves itself with a fresh key pair of `algorithm` and returns
+/// its private key. With `key_file`, the key is written there first (never over an
+/// existing file), and removed again if the registration is refused.
+pub async fn register_key_agent(
+    store: &dyn Store,
+    name: &str,
+    team: Option<String>,
+    owner: Option<String>,
+    algorithm: SigningAlgorithm,
+    key_file: Option<&Path>,
+) -> anyhow::Result<AgentKey> {
+    let id = agent_key::new_agent_id();
+    let (key, public_pem) = AgentKey::generate(&id, algorithm)?;
+    if let Some(path) = key_file {
+        key.write(path)?;
+    }
+    let registered = store
+        .create_agent(&Agent {
+            id,
+            name: name.to_owned(),
+            team,
+            owner,
+            credential: AgentCredential::PublicKey {
+                algorithm: algorithm.as_str().to_owned(),
+                pem: public_pem,
+            },
+            disabled: false,
+            created_at: now(),
+        })
+        .await;
+    if let Err(err) = registered {
+        if let Some(path) = key_file {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(err.into());
+    }
+    Ok(key)
 }
 
 /// Writ's base URL as agents reach it: `public_url`, else the listen address.
