@@ -1,4 +1,5 @@
-//! Writ's state: agents, tasks, signing keys and replay caches, behind one trait.
+//! Writ's state: agents, tasks, signing keys, replay caches and tool pins, behind one
+//! trait.
 //!
 //! The gateway holds hot state in memory (verified writs, the revocation set); the store
 //! is the source of truth those are fed from. SQLite in a data directory is the default
@@ -93,9 +94,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes retired keys whose `retired_at <= before`.
     async fn drop_retired_keys(&self, before: i64) -> StoreResult<u64>;
 
+    // ----- tool pins -----
+    /// Every pin, or only `server`'s, ordered by server then tool.
+    async fn tool_pins(&self, server: Option<&str>) -> StoreResult<Vec<ToolPin>>;
+    /// The pin of one tool, if it has been seen.
+    async fn tool_pin(&self, server: &str, tool: &str) -> StoreResult<Option<ToolPin>>;
+    /// What a gateway calls for each tool every time it fetches a server's tool list, with
+    /// the definition offered and its `hash`. Returns the pin, which stays in force:
+    /// - a tool never seen is pinned to this definition (trust on first use);
+    /// - the pinned hash clears any drift: the server went back to what was accepted;
+    /// - another hash is recorded as the pin's drift, for an operator to accept. The same
+    ///   drift offered again keeps the `seen_at` of its first sighting.
+    ///
+    /// Appends a [`ChangeKind::Tool`] change only when the drift appeared, changed or was
+    /// cleared, so other gateways re-read the pin then and not on every fetch.
+    async fn observe_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        hash: &str,
+        definition: &serde_json::Value,
+        now: i64,
+    ) -> StoreResult<ToolPin>;
+    /// An operator accepts a tool's drifted definition: it becomes the pin (pinned at
+    /// `now`) and the drift is cleared, with a [`ChangeKind::Tool`] change. Returns the new
+    /// pin. An unknown tool, or a pin with no drift (nothing to accept), is
+    /// [`StoreError::NotFound`].
+    async fn accept_tool(&self, server: &str, tool: &str, now: i64) -> StoreResult<ToolPin>;
+
     // ----- change feed -----
     /// Changes recorded after `after` (a sequence number from an earlier call; 0 for
-    /// all), in order, at most `limit`. Every state change of a task, every agent disable
-    /// and every key change appends one.
+    /// all), in order, at most `limit`. Every state change of a task, every agent disable,
+    /// every key change and every change of a tool pin's drift appends one.
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>>;
 }

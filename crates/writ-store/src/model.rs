@@ -73,6 +73,9 @@ pub struct Task {
     /// 0 for a task begun directly; one more per delegation hop.
     pub depth: u32,
     pub purpose: String,
+    /// What kind of work the task is (for policy), as the agent declared it; `None` when it
+    /// did not say.
+    pub category: Option<String>,
     /// Tool patterns: `server.tool`, `server.*` or `*`.
     pub tools: Vec<String>,
     pub data_classes: Vec<String>,
@@ -129,7 +132,8 @@ impl std::fmt::Debug for SigningKey {
 pub struct Change {
     pub seq: u64,
     pub kind: ChangeKind,
-    /// The task id, agent id or key id concerned.
+    /// The task id, agent id or key id concerned; `server.tool` for a tool pin (server
+    /// names never contain `.`, tool names may).
     pub subject: String,
 }
 
@@ -141,4 +145,34 @@ pub enum ChangeKind {
     Agent,
     /// A signing key was added or dropped.
     Key,
+    /// A tool pin's drift appeared, changed or went away, or an operator accepted it.
+    Tool,
+}
+
+/// A tool definition Writ trusts: pinned on first sight, changed only by an operator.
+///
+/// Pinning is the defence against a "rug pull": an upstream MCP server changing what a
+/// tool says it does after the tool was trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolPin {
+    pub server: String,
+    /// The upstream's own tool name.
+    pub tool: String,
+    /// Hex SHA-256 of the accepted definition (the caller computes it).
+    pub hash: String,
+    /// The accepted definition: name, description, input schema and annotations.
+    pub definition: serde_json::Value,
+    pub pinned_at: i64,
+    /// A different definition the server has offered since, held back until accepted.
+    pub drift: Option<ToolDrift>,
+}
+
+/// A definition an upstream offers for a pinned tool that differs from the pinned one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolDrift {
+    /// Hex SHA-256 of the offered definition.
+    pub hash: String,
+    pub definition: serde_json::Value,
+    /// When this definition was first offered; a server repeating it does not move this.
+    pub seen_at: i64,
 }

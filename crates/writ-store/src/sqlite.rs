@@ -5,6 +5,7 @@
 //! snapshot another connection has since written past (which SQLite refuses with
 //! `SQLITE_BUSY` rather than waiting for the busy timeout).
 
+mod pins;
 mod rows;
 mod schema;
 
@@ -21,7 +22,7 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::{
     Agent, AgentCredential, Change, ChangeKind, SigningKey, Store, StoreError, StoreResult, Task,
-    TaskFilter, TaskState,
+    TaskFilter, TaskState, ToolPin,
 };
 use rows::{db, to_i64, to_json, write_error};
 
@@ -280,11 +281,11 @@ impl Store for SqliteStore {
     async fn insert_task(&self, task: &Task) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO tasks \
-             (id, agent_id, subject_id, parent_id, depth, purpose, tools, data_classes, \
-              max_calls, calls, state, reason, proof, jkt, actor_chain, created_at, \
-              expires_at, ended_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', NULL, ?11, ?12, ?13, \
-                     ?14, ?15, NULL)",
+             (id, agent_id, subject_id, parent_id, depth, purpose, category, tools, \
+              data_classes, max_calls, calls, state, reason, proof, jkt, actor_chain, \
+              created_at, expires_at, ended_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'active', NULL, ?12, ?13, \
+                     ?14, ?15, ?16, NULL)",
         )
         .bind(&task.id)
         .bind(&task.agent_id)
@@ -292,6 +293,7 @@ impl Store for SqliteStore {
         .bind(&task.parent_id)
         .bind(task.depth)
         .bind(&task.purpose)
+        .bind(&task.category)
         .bind(to_json(&task.tools, "tools")?)
         .bind(to_json(&task.data_classes, "data classes")?)
         .bind(
@@ -507,6 +509,29 @@ impl Store for SqliteStore {
         record_changes(&mut tx, ChangeKind::Key, &dropped).await?;
         tx.commit().await.map_err(db)?;
         Ok(dropped.len() as u64)
+    }
+
+    async fn tool_pins(&self, server: Option<&str>) -> StoreResult<Vec<ToolPin>> {
+        pins::tool_pins(self, server).await
+    }
+
+    async fn tool_pin(&self, server: &str, tool: &str) -> StoreResult<Option<ToolPin>> {
+        pins::tool_pin(self, server, tool).await
+    }
+
+    async fn observe_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        hash: &str,
+        definition: &serde_json::Value,
+        now: i64,
+    ) -> StoreResult<ToolPin> {
+        pins::observe_tool(self, server, tool, hash, definition, now).await
+    }
+
+    async fn accept_tool(&self, server: &str, tool: &str, now: i64) -> StoreResult<ToolPin> {
+        pins::accept_tool(self, server, tool, now).await
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>> {

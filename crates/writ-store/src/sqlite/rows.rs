@@ -8,7 +8,7 @@ use sqlx::{Decode, Row, Type};
 
 use crate::{
     Agent, AgentCredential, Change, ChangeKind, SigningKey, StoreError, StoreResult, Task,
-    TaskState,
+    TaskState, ToolDrift, ToolPin,
 };
 
 /// Any sqlx error as a database error; the message is for the log, never for an agent.
@@ -46,6 +46,7 @@ pub(super) fn kind_name(kind: ChangeKind) -> &'static str {
         ChangeKind::Task => "task",
         ChangeKind::Agent => "agent",
         ChangeKind::Key => "key",
+        ChangeKind::Tool => "tool",
     }
 }
 
@@ -85,6 +86,7 @@ pub(super) fn task(row: &SqliteRow) -> StoreResult<Task> {
         parent_id: get(row, "parent_id")?,
         depth: get(row, "depth")?,
         purpose: get(row, "purpose")?,
+        category: get(row, "category")?,
         tools: get_json(row, "tools")?,
         data_classes: get_json(row, "data_classes")?,
         max_calls: get(row, "max_calls")?,
@@ -110,12 +112,33 @@ pub(super) fn signing_key(row: &SqliteRow) -> StoreResult<SigningKey> {
     })
 }
 
+pub(super) fn tool_pin(row: &SqliteRow) -> StoreResult<ToolPin> {
+    // The table's CHECK keeps the three drift columns all set or all NULL.
+    let drift = match get::<Option<String>>(row, "drift_hash")? {
+        Some(hash) => Some(ToolDrift {
+            hash,
+            definition: get_json(row, "drift_definition")?,
+            seen_at: get(row, "drift_seen_at")?,
+        }),
+        None => None,
+    };
+    Ok(ToolPin {
+        server: get(row, "server")?,
+        tool: get(row, "tool")?,
+        hash: get(row, "hash")?,
+        definition: get_json(row, "definition")?,
+        pinned_at: get(row, "pinned_at")?,
+        drift,
+    })
+}
+
 pub(super) fn change(row: &SqliteRow) -> StoreResult<Change> {
     let kind: String = get(row, "kind")?;
     let kind = match kind.as_str() {
         "task" => ChangeKind::Task,
         "agent" => ChangeKind::Agent,
         "key" => ChangeKind::Key,
+        "tool" => ChangeKind::Tool,
         _ => {
             return Err(StoreError::Database(format!(
                 "unknown change kind `{kind}`"

@@ -8,7 +8,7 @@ use crate::{StoreError, StoreResult};
 
 /// Schema steps in order; `PRAGMA user_version` counts how many a database has had.
 /// Append new steps; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
 
 /// Applies the steps this database has not had. The caller holds the write lock (a
 /// `BEGIN IMMEDIATE` transaction), so reading the version and applying the steps is

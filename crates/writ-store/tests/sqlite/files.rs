@@ -1,6 +1,6 @@
 //! The database file itself: reopening, sharing, versions; and the in-memory variant.
 
-use writ_store::{SqliteStore, Store, StoreError, TaskState};
+use writ_store::{ChangeKind, SqliteStore, Store, StoreError, Task, TaskState};
 
 use crate::{TempDir, agent, key, task};
 
@@ -100,4 +100,80 @@ async fn a_schema_newer_than_this_writ_is_refused() {
         matches!(&err, StoreError::Database(message) if message.contains("99")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_version_1_database_migrates_keeping_its_tasks_and_change_sequence() {
+    use sqlx::Connection;
+
+    // A database as the first release of Writ left it: schema step 1 only, one task, and
+    // a change feed whose newest entry has gone.
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.db().parent().unwrap()).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.db().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(include_str!("../../src/sqlite/schema.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "PRAGMA user_version = 1;
+         INSERT INTO tasks (id, agent_id, subject_id, parent_id, depth, purpose, tools,
+                            data_classes, max_calls, calls, state, reason, proof, jkt,
+                            actor_chain, created_at, expires_at, ended_at)
+         VALUES ('tsk_1', 'agt_1', 'agt_1', NULL, 0, 'reconcile invoices',
+                 '[\"billing.*\",\"mail.send\"]', '[\"pii\"]', 10, 0, 'active', NULL, 'key',
+                 'thumbprint', 'null', 100, 700, NULL);
+         INSERT INTO changes (kind, subject) VALUES ('task', 'tsk_0'), ('key', 'k1'),
+                                                    ('agent', 'agt_0');
+         DELETE FROM changes WHERE seq = 3;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(&dir.db()).await.unwrap();
+    let expected = Task {
+        category: None,
+        ..task("tsk_1", "agt_1", 100)
+    };
+    assert_eq!(store.task("tsk_1").await.unwrap(), Some(expected));
+    let changes = store.changes_since(0, 10).await.unwrap();
+    let changes: Vec<_> = changes
+        .into_iter()
+        .map(|c| (c.seq, c.kind, c.subject))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (1, ChangeKind::Task, "tsk_0".to_owned()),
+            (2, ChangeKind::Key, "k1".to_owned()),
+        ]
+    );
+    // The new kind is accepted, and sequence 3, which a follower may have seen, is not
+    // handed out again.
+    store
+        .observe_tool("github", "search", "h1", &serde_json::json!({}), 200)
+        .await
+        .unwrap();
+    store
+        .observe_tool("github", "search", "h2", &serde_json::json!({}), 200)
+        .await
+        .unwrap();
+    let last = store.changes_since(2, 10).await.unwrap();
+    let last: Vec<_> = last
+        .into_iter()
+        .map(|c| (c.seq, c.kind, c.subject))
+        .collect();
+    assert_eq!(last, [(4, ChangeKind::Tool, "github.search".to_owned())]);
+    store.close().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+    conn.close().await.unwrap();
 }

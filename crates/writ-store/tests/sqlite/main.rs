@@ -6,6 +6,7 @@
 mod agents;
 mod files;
 mod keys;
+mod pins;
 mod replay;
 mod tasks;
 
@@ -85,6 +86,7 @@ fn task(id: &str, agent_id: &str, created_at: i64) -> Task {
         parent_id: None,
         depth: 0,
         purpose: "reconcile invoices".to_owned(),
+        category: Some("finance".to_owned()),
         tools: vec!["billing.*".to_owned(), "mail.send".to_owned()],
         data_classes: vec!["pii".to_owned()],
         max_calls: Some(10),

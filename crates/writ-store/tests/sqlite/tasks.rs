@@ -13,6 +13,7 @@ async fn task_round_trips_and_begins_active() {
     // Whatever the caller says, a new task is active with no end.
     delegated.state = TaskState::Revoked;
     delegated.ended_at = Some(5);
+    delegated.category = None;
     store.insert_task(&root).await.unwrap();
     store.insert_task(&delegated).await.unwrap();
 
@@ -22,6 +23,17 @@ async fn task_round_trips_and_begins_active() {
     assert_eq!(stored.ended_at, None);
     assert_eq!(stored.actor_chain, serde_json::json!({ "sub": "agt_1" }));
     assert_eq!(stored.depth, 1);
+    assert_eq!(stored.category, None);
+    assert_eq!(
+        store
+            .task("tsk_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .category
+            .as_deref(),
+        Some("finance")
+    );
     assert_eq!(store.task("tsk_9").await.unwrap(), None);
 
     let err = store.insert_task(&root).await.unwrap_err();

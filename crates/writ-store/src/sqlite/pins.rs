@@ -1,0 +1,152 @@
+//! Tool pins: trust on first use, drift held back until an operator accepts it.
+
+use sqlx::sqlite::SqliteConnection;
+
+use super::rows::{self, db, to_json};
+use super::{SqliteStore, record_changes};
+use crate::{ChangeKind, StoreError, StoreResult, ToolPin};
+
+/// The change-feed subject and the name operators see: server names never contain `.`,
+/// so the first `.` splits it again.
+fn subject(server: &str, tool: &str) -> String {
+    format!("{server}.{tool}")
+}
+
+async fn select(
+    conn: &mut SqliteConnection,
+    server: &str,
+    tool: &str,
+) -> StoreResult<Option<ToolPin>> {
+    sqlx::query("SELECT * FROM tool_pins WHERE server = ?1 AND tool = ?2")
+        .bind(server)
+        .bind(tool)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(rows::tool_pin)
+        .transpose()
+}
+
+pub(super) async fn tool_pins(
+    store: &SqliteStore,
+    server: Option<&str>,
+) -> StoreResult<Vec<ToolPin>> {
+    // A NULL parameter switches the condition off, as in `tasks`.
+    sqlx::query("SELECT * FROM tool_pins WHERE ?1 IS NULL OR server = ?1 ORDER BY server, tool")
+        .bind(server)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(rows::tool_pin)
+        .collect()
+}
+
+pub(super) async fn tool_pin(
+    store: &SqliteStore,
+    server: &str,
+    tool: &str,
+) -> StoreResult<Option<ToolPin>> {
+    let mut conn = store.pool.acquire().await.map_err(db)?;
+    select(&mut conn, server, tool).await
+}
+
+pub(super) async fn observe_tool(
+    store: &SqliteStore,
+    server: &str,
+    tool: &str,
+    hash: &str,
+    definition: &serde_json::Value,
+    now: i64,
+) -> StoreResult<ToolPin> {
+    let mut tx = store.begin().await?;
+    let (pin, drift_changed) = match select(&mut tx, server, tool).await? {
+        None => {
+            let pinned = sqlx::query(
+                "INSERT INTO tool_pins (server, tool, hash, definition, pinned_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING *",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(hash)
+            .bind(to_json(definition, "tool definition")?)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            (rows::tool_pin(&pinned)?, false)
+        }
+        Some(pin) if pin.hash == hash && pin.drift.is_none() => (pin, false),
+        // Back to the accepted definition: the drift is moot.
+        Some(pin) if pin.hash == hash => {
+            let cleared = sqlx::query(
+                "UPDATE tool_pins \
+                 SET drift_hash = NULL, drift_definition = NULL, drift_seen_at = NULL \
+                 WHERE server = ?1 AND tool = ?2 RETURNING *",
+            )
+            .bind(server)
+            .bind(tool)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            (rows::tool_pin(&cleared)?, true)
+        }
+        // The same drift again: equal hashes mean equal definitions, and its first
+        // sighting is what an operator wants to see.
+        Some(pin) if pin.drift.as_ref().is_some_and(|drift| drift.hash == hash) => (pin, false),
+        Some(_) => {
+            let drifted = sqlx::query(
+                "UPDATE tool_pins SET drift_hash = ?3, drift_definition = ?4, drift_seen_at = ?5 \
+                 WHERE server = ?1 AND tool = ?2 RETURNING *",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(hash)
+            .bind(to_json(definition, "tool definition")?)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            (rows::tool_pin(&drifted)?, true)
+        }
+    };
+    if drift_changed {
+        record_changes(&mut tx, ChangeKind::Tool, &[subject(server, tool)]).await?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(pin)
+}
+
+pub(super) async fn accept_tool(
+    store: &SqliteStore,
+    server: &str,
+    tool: &str,
+    now: i64,
+) -> StoreResult<ToolPin> {
+    let mut tx = store.begin().await?;
+    // Copied inside the database: the definition accepted is the one stored, byte for byte.
+    let accepted = sqlx::query(
+        "UPDATE tool_pins \
+         SET hash = drift_hash, definition = drift_definition, pinned_at = ?3, \
+             drift_hash = NULL, drift_definition = NULL, drift_seen_at = NULL \
+         WHERE server = ?1 AND tool = ?2 AND drift_hash IS NOT NULL RETURNING *",
+    )
+    .bind(server)
+    .bind(tool)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?;
+    let Some(accepted) = accepted else {
+        let what = match select(&mut tx, server, tool).await? {
+            Some(_) => format!("a changed definition of tool `{}`", subject(server, tool)),
+            None => format!("tool `{}`", subject(server, tool)),
+        };
+        return Err(StoreError::NotFound(what));
+    };
+    let pin = rows::tool_pin(&accepted)?;
+    record_changes(&mut tx, ChangeKind::Tool, &[subject(server, tool)]).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(pin)
+}
