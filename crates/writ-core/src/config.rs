@@ -15,10 +15,14 @@ use toml::Spanned;
 use crate::naming::ServerName;
 
 mod access;
+mod policy;
 pub use access::{
-    AdminConfig, AgentMatch, DpopMode, IdentityConfig, OidcIssuer, SigningAlgorithm, SpiffeTrust,
-    StoreConfig, TaskAllow, TaskRules, TokenConfig,
+    AdminConfig, DpopMode, IdentityConfig, OidcIssuer, SigningAlgorithm, SpiffeTrust, StoreConfig,
+    TokenConfig,
 };
+pub use policy::{OnDeviation, PolicyConfig, PolicyMode, TaskRules};
+
+use crate::tools::ToolRule;
 
 /// Default limit on a request body (MCP messages are small; 4 MiB leaves room for big arguments).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -50,6 +54,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub identity: IdentityConfig,
     pub tokens: TokenConfig,
+    pub policy: PolicyConfig,
     pub tasks: TaskRules,
     pub admin: AdminConfig,
 }
@@ -102,6 +107,12 @@ pub struct ServerConfig {
     pub name: ServerName,
     pub transport: Transport,
     pub call_timeout: Duration,
+    /// Whether the server's MCP tool annotations may classify its tools.
+    pub trusted: bool,
+    /// Whether tool definitions are pinned on first sight and drift is held back.
+    pub pinning: bool,
+    /// What the operator says about the server's tools (`[[servers.tools]]`).
+    pub tools: Vec<ToolRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,7 +195,9 @@ struct RawConfig {
     #[serde(default)]
     tokens: access::RawTokens,
     #[serde(default)]
-    tasks: access::RawTasks,
+    policy: policy::RawPolicy,
+    #[serde(default)]
+    tasks: policy::RawTasks,
     #[serde(default)]
     admin: access::RawAdmin,
 }
@@ -220,6 +233,18 @@ struct RawServer {
     env: Option<Spanned<BTreeMap<String, RawValueSource>>>,
     cwd: Option<Spanned<String>>,
     call_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted: bool,
+    pinning: Option<Pinning>,
+    #[serde(default)]
+    tools: Vec<policy::RawToolRule>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Pinning {
+    On,
+    Off,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +353,8 @@ impl RawConfig {
             store: self.store.into_config(),
             identity: self.identity.into_config(&at)?,
             tokens: self.tokens.into_config(&at)?,
-            tasks: self.tasks.into_config(&at)?,
+            policy: self.policy.into_config(&at)?,
+            tasks: self.tasks.into_config(),
             admin: self.admin.into_config(&at)?,
         })
     }
@@ -495,10 +521,27 @@ impl RawServer {
                 })
             }
         };
+        let mut tools: Vec<ToolRule> = Vec::with_capacity(self.tools.len());
+        for raw in self.tools {
+            let rule = raw.into_rule(at, name.as_str())?;
+            if tools.iter().any(|t| t.name == rule.name) {
+                return Err(ConfigError {
+                    line: None,
+                    message: format!(
+                        "server `{name}`: two `[[servers.tools]]` entries are named `{}`",
+                        rule.name
+                    ),
+                });
+            }
+            tools.push(rule);
+        }
         Ok(ServerConfig {
             name,
             transport,
             call_timeout,
+            trusted: self.trusted,
+            pinning: self.pinning != Some(Pinning::Off),
+            tools,
         })
     }
 }
@@ -717,10 +760,10 @@ call_timeout = "90s"
         assert_eq!(config.tokens.algorithm, SigningAlgorithm::EdDSA);
         assert_eq!(config.tokens.dpop, DpopMode::Optional);
         assert_eq!(config.tokens.max_delegation_depth, 2);
-        assert!(
-            config.tasks.allow.is_empty(),
-            "no rules: every task is refused"
-        );
+        assert_eq!(config.tasks.on_deviation, OnDeviation::Revoke);
+        assert_eq!(config.policy.mode, PolicyMode::Enforce);
+        assert_eq!(config.policy.environment, "prod");
+        assert_eq!(config.policy.dir, PathBuf::from("policies"));
         let config = Config::parse(
             r#"
 [gateway]
@@ -743,10 +786,12 @@ max_ttl = "10m"
 dpop = "required"
 dpop_nonce = true
 max_delegation_depth = 3
-[[tasks.allow]]
-agents = ["team:ops", "triage"]
-tools = ["ops.*", "notes.read"]
-delegate_to = ["*"]
+[policy]
+dir = "/etc/writ/policies"
+mode = "shadow"
+environment = "staging"
+[tasks]
+on_deviation = "deny"
 [admin]
 token = { env = "WRIT_ADMIN_TOKEN" }
 "#,
@@ -756,11 +801,9 @@ token = { env = "WRIT_ADMIN_TOKEN" }
         assert_eq!(config.identity.oidc[0].agent_claim, "sub");
         assert_eq!(config.identity.spiffe[0].trust_domain, "example.org");
         assert_eq!(config.tokens.dpop, DpopMode::Required);
-        assert_eq!(
-            config.tasks.allow[0].agents[0],
-            AgentMatch::Team("ops".into())
-        );
-        assert_eq!(config.tasks.allow[0].delegate_to[0], AgentMatch::Any);
+        assert_eq!(config.policy.mode, PolicyMode::Shadow);
+        assert_eq!(config.policy.environment, "staging");
+        assert_eq!(config.tasks.on_deviation, OnDeviation::Deny);
         assert_eq!(
             config.admin.token,
             Some(ValueSource::Env("WRIT_ADMIN_TOKEN".into()))
@@ -785,13 +828,79 @@ token = { env = "WRIT_ADMIN_TOKEN" }
                 "SPIFFE trust domain",
             ),
             (
-                "[[tasks.allow]]\nagents = [\"a\"]\ntools = [\"notes\"]\n",
-                "line 3: tool pattern `notes`",
+                "[[tasks.allow]]\nagents = [\"a\"]\n",
+                "unknown field `allow`",
             ),
+            ("[policy]\nmode = \"audit\"\n", "line 2"),
+            ("[policy]\nenvironment = \"Prod!\"\n", "line 2"),
+            ("[tasks]\non_deviation = \"ignore\"\n", "line 2"),
             ("[tokens]\ndpop = \"sometimes\"\n", "line 2"),
         ] {
             let error = Config::parse(text).unwrap_err().to_string();
             assert!(error.contains(says), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn servers_carry_trust_pinning_and_tool_facts() {
+        let config = Config::parse(
+            r#"
+[[servers]]
+name = "vault"
+transport = "stdio"
+command = "vault-mcp"
+trusted = true
+pinning = "off"
+[[servers.tools]]
+name = "get_*"
+access = "read"
+risk = "critical"
+data_classes = ["secret"]
+groups = ["secrets"]
+[[servers.tools]]
+name = "list"
+access = "read"
+"#,
+        )
+        .unwrap();
+        let vault = &config.servers[0];
+        assert!(vault.trusted);
+        assert!(!vault.pinning);
+        assert_eq!(vault.tools.len(), 2);
+        assert_eq!(vault.tools[0].risk, Some(crate::tools::Risk::Critical));
+        assert_eq!(vault.tools[0].groups, Some(vec!["secrets".to_owned()]));
+        assert_eq!(vault.tools[1].risk, None);
+        let plain =
+            Config::parse("[[servers]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n")
+                .unwrap();
+        assert!(
+            !plain.servers[0].trusted,
+            "servers are untrusted by default"
+        );
+        assert!(plain.servers[0].pinning, "pinning is on by default");
+        for (tools, says) in [
+            (
+                "name = \"x\"\naccess = \"delete\"",
+                "line 7: unknown variant `delete`",
+            ),
+            (
+                "name = \"x\"\ngroups = [\"Bad Group\"]",
+                "tool group `Bad Group`",
+            ),
+            ("name = \"x\"\ncolour = \"red\"", "unknown field `colour`"),
+        ] {
+            let text = format!(
+                "[[servers]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n[[servers.tools]]\n{tools}\n"
+            );
+            let error = Config::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(says), "{tools}: {error}");
+        }
+        let twice = "[[servers]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n[[servers.tools]]\nname = \"x\"\n[[servers.tools]]\nname = \"x\"\n";
+        assert!(
+            Config::parse(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("two `[[servers.tools]]`")
+        );
     }
 }

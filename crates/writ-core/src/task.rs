@@ -16,6 +16,17 @@ use crate::naming::ServerName;
 pub const MCP_TASK_TYPE: &str = "mcp_task";
 /// The longest purpose text accepted; a purpose is a sentence, not a document.
 pub const MAX_PURPOSE_LEN: usize = 1_000;
+/// What [`is_label`] accepts, for error messages.
+pub const LABEL_RULE: &str = "1 to 64 characters of a-z, 0-9, `_` or `-`";
+
+/// True for a label: a data class, a task category, a tool group.
+pub fn is_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
 /// How many tool patterns and data classes one task may list.
 pub const MAX_LIST_LEN: usize = 256;
 
@@ -91,6 +102,8 @@ pub fn covered_by(pattern: &ToolPattern, within: &[ToolPattern]) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskGrant {
     pub purpose: String,
+    /// What kind of work this is (`research`, `maintenance`…), for policy; optional.
+    pub category: Option<String>,
     pub tools: Vec<ToolPattern>,
     pub data_classes: Vec<String>,
     pub max_calls: Option<u64>,
@@ -144,7 +157,7 @@ impl TaskGrant {
         for key in entry.keys() {
             if !matches!(
                 key.as_str(),
-                "type" | "purpose" | "tools" | "data_classes" | "max_calls"
+                "type" | "purpose" | "category" | "tools" | "data_classes" | "max_calls"
             ) {
                 return Err(err(format!("`mcp_task` has no member `{key}`")));
             }
@@ -172,17 +185,15 @@ impl TaskGrant {
             .collect::<Result<Vec<_>, _>>()?;
         let data_classes = string_list(entry, "data_classes")?.unwrap_or_default();
         for class in &data_classes {
-            if class.is_empty()
-                || class.len() > 64
-                || !class
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-            {
-                return Err(err(format!(
-                    "data class `{class}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"
-                )));
+            if !is_label(class) {
+                return Err(err(format!("data class `{class}` must be {LABEL_RULE}")));
             }
         }
+        let category = match entry.get("category") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(c)) if is_label(c) => Some(c.clone()),
+            Some(_) => return Err(err(format!("`category` must be {LABEL_RULE}"))),
+        };
         let max_calls = match entry.get("max_calls") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_u64() {
@@ -193,6 +204,7 @@ impl TaskGrant {
         };
         Ok(Self {
             purpose,
+            category,
             tools,
             data_classes,
             max_calls,
@@ -204,6 +216,9 @@ impl TaskGrant {
         let mut entry = Map::new();
         entry.insert("type".into(), MCP_TASK_TYPE.into());
         entry.insert("purpose".into(), self.purpose.clone().into());
+        if let Some(category) = &self.category {
+            entry.insert("category".into(), category.clone().into());
+        }
         entry.insert(
             "tools".into(),
             self.tools.iter().map(|t| t.to_string()).collect(),
@@ -253,7 +268,13 @@ impl TaskGrant {
             (Some(left), None) => Some(left),
             (_, asked) => asked,
         };
-        Ok(Self { max_calls, ..child })
+        // A child that names no category does the same kind of work as its parent.
+        let category = child.category.or_else(|| self.category.clone());
+        Ok(Self {
+            max_calls,
+            category,
+            ..child
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! The sections of `writ.toml` that decide who gets in: `[store]`, `[identity]`,
-//! `[tokens]`, `[tasks]` and `[admin]`.
+//! `[tokens]` and `[admin]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +8,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{At, ConfigError, RawValueSource, ValueSource};
-use crate::task::ToolPattern;
 
 const DEFAULT_STORE_PATH: &str = ".writ/writ.db";
 const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
@@ -102,48 +101,6 @@ pub struct TokenConfig {
     pub max_delegation_depth: u32,
 }
 
-/// Who may begin which tasks, until Cedar policy decides `begin_task` and `delegate`.
-#[derive(Debug, Clone, Default)]
-pub struct TaskRules {
-    pub allow: Vec<TaskAllow>,
-}
-
-/// One rule: these agents may begin tasks over these tools and delegate to those agents.
-#[derive(Debug, Clone)]
-pub struct TaskAllow {
-    pub agents: Vec<AgentMatch>,
-    pub tools: Vec<ToolPattern>,
-    pub delegate_to: Vec<AgentMatch>,
-}
-
-/// An agent named in a rule: `*`, `team:NAME`, or an agent name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentMatch {
-    Any,
-    Team(String),
-    Name(String),
-}
-
-impl AgentMatch {
-    fn parse(text: &str) -> Self {
-        if text == "*" {
-            Self::Any
-        } else if let Some(team) = text.strip_prefix("team:") {
-            Self::Team(team.to_owned())
-        } else {
-            Self::Name(text.to_owned())
-        }
-    }
-
-    pub fn matches(&self, name: &str, team: Option<&str>) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Team(t) => team == Some(t.as_str()),
-            Self::Name(n) => n == name,
-        }
-    }
-}
-
 /// Operator access to `/oauth/introspect` and the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct AdminConfig {
@@ -196,22 +153,6 @@ pub(super) struct RawTokens {
     dpop_proof_max_age: Option<Spanned<String>>,
     clock_skew: Option<Spanned<String>>,
     max_delegation_depth: Option<Spanned<u32>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTasks {
-    #[serde(default)]
-    allow: Vec<RawTaskAllow>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTaskAllow {
-    agents: Vec<String>,
-    tools: Spanned<Vec<String>>,
-    #[serde(default)]
-    delegate_to: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -313,30 +254,6 @@ impl RawTokens {
             clock_skew: at.duration("clock_skew", self.clock_skew.as_ref(), DEFAULT_CLOCK_SKEW)?,
             max_delegation_depth,
         })
-    }
-}
-
-impl RawTasks {
-    pub(super) fn into_config(self, at: &At<'_>) -> Result<TaskRules, ConfigError> {
-        let mut allow = Vec::new();
-        for raw in self.allow {
-            let tools = raw
-                .tools
-                .get_ref()
-                .iter()
-                .map(|t| ToolPattern::parse(t).map_err(|e| at.error(&raw.tools, e)))
-                .collect::<Result<Vec<_>, _>>()?;
-            allow.push(TaskAllow {
-                agents: raw.agents.iter().map(|a| AgentMatch::parse(a)).collect(),
-                tools,
-                delegate_to: raw
-                    .delegate_to
-                    .iter()
-                    .map(|a| AgentMatch::parse(a))
-                    .collect(),
-            });
-        }
-        Ok(TaskRules { allow })
     }
 }
 

@@ -1,0 +1,407 @@
+//! The facts a decision is made on, and their shape in Cedar: entities for the agent, the
+//! tool and the call's arguments; a context record for the task, the time and the
+//! environment. One builder serves the gateway, `writ policy explain` and the test cases,
+//! so a test case is decided exactly as a live request would be.
+
+use std::collections::HashMap;
+
+use cedar_policy::{
+    Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression as Expr,
+};
+use serde_json::Value;
+use writ_core::tools::ToolClass;
+
+/// Arguments with more leaves than this are not given to policy (`arguments_omitted`).
+pub const MAX_ARGUMENT_LEAVES: usize = 256;
+/// Arguments nested deeper than this are not given to policy.
+pub const MAX_ARGUMENT_DEPTH: usize = 16;
+/// A string argument longer than this (in bytes) is not given to policy.
+pub const MAX_ARGUMENT_TEXT: usize = 8 * 1024;
+
+/// The agent asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFacts {
+    pub id: String,
+    pub name: String,
+    pub team: Option<String>,
+    pub owner: Option<String>,
+}
+
+/// The tool asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolFacts {
+    /// `server.tool`, whatever names agents see.
+    pub name: String,
+    pub server: String,
+    pub trusted: bool,
+    pub class: ToolClass,
+}
+
+/// The task the request belongs to (or, for `begin_task`, would begin).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskFacts {
+    pub id: String,
+    pub purpose: String,
+    pub category: Option<String>,
+    pub tools: Vec<String>,
+    pub data_classes: Vec<String>,
+    pub depth: u32,
+    pub calls: u64,
+    pub max_calls: Option<u64>,
+}
+
+/// Where and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Situation {
+    pub environment: String,
+    /// Unix seconds, UTC.
+    pub now: i64,
+}
+
+/// A Cedar request, ready to decide.
+pub(crate) struct Built {
+    pub principal: EntityUid,
+    pub resource: EntityUid,
+    pub context: Context,
+    pub entities: Vec<Entity>,
+}
+
+/// Why facts could not be put into Cedar form; decided as a deny.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FactsError(pub String);
+
+fn fail(what: &str) -> impl Fn(String) -> FactsError + '_ {
+    move |e| FactsError(format!("{what}: {e}"))
+}
+
+pub(crate) fn uid(kind: &str, id: &str) -> Result<EntityUid, FactsError> {
+    let name: EntityTypeName = format!("Writ::{kind}")
+        .parse()
+        .map_err(|e: cedar_policy::ParseErrors| FactsError(e.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
+}
+
+fn text(value: &str) -> Expr {
+    Expr::new_string(value.to_owned())
+}
+
+fn long(value: impl TryInto<i64>) -> Expr {
+    Expr::new_long(value.try_into().unwrap_or(i64::MAX))
+}
+
+fn set<'a>(values: impl IntoIterator<Item = &'a String>) -> Expr {
+    Expr::new_set(values.into_iter().map(|v| text(v)))
+}
+
+fn record(fields: Vec<(&str, Expr)>) -> Result<Expr, FactsError> {
+    Expr::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .map_err(|e| FactsError(e.to_string()))
+}
+
+impl AgentFacts {
+    pub(crate) fn uid(&self) -> Result<EntityUid, FactsError> {
+        uid("Agent", &self.name)
+    }
+
+    pub(crate) fn entities(&self) -> Result<Vec<Entity>, FactsError> {
+        let mut parents = Vec::new();
+        let mut out = Vec::new();
+        if let Some(team) = &self.team {
+            let team = uid("Team", team)?;
+            parents.push(team.clone());
+            out.push(Entity::new_no_attrs(team, Default::default()));
+        }
+        let attrs = [
+            ("id".to_owned(), text(&self.id)),
+            ("team".to_owned(), text(self.team.as_deref().unwrap_or(""))),
+            (
+                "owner".to_owned(),
+                text(self.owner.as_deref().unwrap_or("")),
+            ),
+        ];
+        out.push(
+            Entity::new_with_tags(self.uid()?, attrs, parents, [])
+                .map_err(|e| fail("agent")(e.to_string()))?,
+        );
+        Ok(out)
+    }
+}
+
+impl ToolFacts {
+    pub(crate) fn uid(&self) -> Result<EntityUid, FactsError> {
+        uid("Tool", &self.name)
+    }
+
+    pub(crate) fn entities(&self) -> Result<Vec<Entity>, FactsError> {
+        let server = uid("Server", &self.server)?;
+        let mut parents = vec![server.clone()];
+        let mut out = vec![
+            Entity::new_with_tags(
+                server,
+                [("trusted".to_owned(), Expr::new_bool(self.trusted))],
+                [],
+                [],
+            )
+            .map_err(|e| fail("server")(e.to_string()))?,
+        ];
+        for group in &self.class.groups {
+            let group = uid("ToolGroup", group)?;
+            parents.push(group.clone());
+            out.push(Entity::new_no_attrs(group, Default::default()));
+        }
+        let attrs = [
+            ("server".to_owned(), text(&self.server)),
+            ("access".to_owned(), text(self.class.access.as_str())),
+            ("risk".to_owned(), text(self.class.risk.as_str())),
+            ("risk_level".to_owned(), long(self.class.risk.level())),
+            ("data_classes".to_owned(), set(&self.class.data_classes)),
+        ];
+        out.push(
+            Entity::new_with_tags(self.uid()?, attrs, parents, [])
+                .map_err(|e| fail("tool")(e.to_string()))?,
+        );
+        Ok(out)
+    }
+}
+
+impl TaskFacts {
+    /// The servers the task's tool patterns reach: `notes` for `notes.*` and
+    /// `notes.read`, `*` for `*`.
+    pub fn servers(&self) -> Vec<String> {
+        let mut servers: Vec<String> = self
+            .tools
+            .iter()
+            .map(|t| t.split_once('.').map_or(t.as_str(), |(s, _)| s).to_owned())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        servers
+    }
+
+    pub(crate) fn to_cedar(&self) -> Result<Expr, FactsError> {
+        record(vec![
+            ("id", text(&self.id)),
+            ("purpose", text(&self.purpose)),
+            ("category", text(self.category.as_deref().unwrap_or(""))),
+            ("tools", set(&self.tools)),
+            ("servers", set(&self.servers())),
+            ("data_classes", set(&self.data_classes)),
+            ("depth", long(self.depth)),
+            ("calls", long(self.calls)),
+            ("max_calls", long(self.max_calls.unwrap_or(0))),
+        ])
+    }
+}
+
+impl Situation {
+    /// Hour, minute and ISO weekday (1 = Monday) of `now`, in UTC.
+    fn clock(&self) -> (i64, i64, i64) {
+        let seconds_of_day = self.now.rem_euclid(86_400);
+        let days = self.now.div_euclid(86_400);
+        // 1970-01-01 was a Thursday (ISO weekday 4).
+        let weekday = (days + 3).rem_euclid(7) + 1;
+        (seconds_of_day / 3600, seconds_of_day % 3600 / 60, weekday)
+    }
+
+    fn time(&self) -> Result<Expr, FactsError> {
+        let (hour, minute, weekday) = self.clock();
+        record(vec![
+            ("hour", long(hour)),
+            ("minute", long(minute)),
+            ("weekday", long(weekday)),
+            ("unix", long(self.now)),
+        ])
+    }
+
+    /// The context fields every action has.
+    fn common(&self, task: &TaskFacts) -> Result<Vec<(&'static str, Expr)>, FactsError> {
+        Ok(vec![
+            ("environment", text(&self.environment)),
+            ("time", self.time()?),
+            ("task", task.to_cedar()?),
+        ])
+    }
+}
+
+fn context(fields: Vec<(&'static str, Expr)>) -> Result<Context, FactsError> {
+    Context::from_pairs(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .map_err(|e| FactsError(format!("context: {e}")))
+}
+
+/// `discover` and `call` share everything but the arguments.
+pub(crate) fn tool_request(
+    agent: &AgentFacts,
+    tool: &ToolFacts,
+    task: &TaskFacts,
+    situation: &Situation,
+    call: Option<(Option<&Value>, bool)>,
+) -> Result<Built, FactsError> {
+    let mut fields = situation.common(task)?;
+    let mut entities = agent.entities()?;
+    entities.extend(tool.entities()?);
+    if let Some((arguments, approved)) = call {
+        let leaves = arguments.map(flatten).unwrap_or(Some(Leaves::default()));
+        let omitted = leaves.is_none();
+        let leaves = leaves.unwrap_or_default();
+        let arguments = uid("Arguments", "call")?;
+        let numbers = uid("ArgumentNumbers", "call")?;
+        entities.push(
+            Entity::new_with_tags(arguments.clone(), [], [], leaves.text)
+                .map_err(|e| fail("arguments")(e.to_string()))?,
+        );
+        entities.push(
+            Entity::new_with_tags(numbers.clone(), [], [], leaves.numbers)
+                .map_err(|e| fail("arguments")(e.to_string()))?,
+        );
+        fields.push(("arguments", Expr::new_entity_uid(arguments)));
+        fields.push(("argument_numbers", Expr::new_entity_uid(numbers)));
+        fields.push(("arguments_omitted", Expr::new_bool(omitted)));
+        fields.push(("approved", Expr::new_bool(approved)));
+    }
+    Ok(Built {
+        principal: agent.uid()?,
+        resource: tool.uid()?,
+        context: context(fields)?,
+        entities,
+    })
+}
+
+pub(crate) fn begin_task_request(
+    agent: &AgentFacts,
+    task: &TaskFacts,
+    situation: &Situation,
+) -> Result<Built, FactsError> {
+    let resource = uid("Task", if task.id.is_empty() { "new" } else { &task.id })?;
+    let mut entities = agent.entities()?;
+    entities.push(Entity::new_no_attrs(resource.clone(), Default::default()));
+    Ok(Built {
+        principal: agent.uid()?,
+        resource,
+        context: context(situation.common(task)?)?,
+        entities,
+    })
+}
+
+pub(crate) fn delegate_request(
+    agent: &AgentFacts,
+    delegate: &AgentFacts,
+    parent: &TaskFacts,
+    child: &TaskFacts,
+    situation: &Situation,
+) -> Result<Built, FactsError> {
+    let mut fields = situation.common(child)?;
+    fields.push(("parent", parent.to_cedar()?));
+    let mut entities = agent.entities()?;
+    if delegate.name != agent.name {
+        for entity in delegate.entities()? {
+            // Both agents may share a team entity; keep one.
+            if !entities.iter().any(|e| e.uid() == entity.uid()) {
+                entities.push(entity);
+            }
+        }
+    }
+    Ok(Built {
+        principal: agent.uid()?,
+        resource: delegate.uid()?,
+        context: context(fields)?,
+        entities,
+    })
+}
+
+/// The leaves of a call's arguments, as Cedar tags.
+#[derive(Default)]
+struct Leaves {
+    text: HashMap<String, Expr>,
+    numbers: HashMap<String, Expr>,
+}
+
+/// Flattens arguments into leaves; `None` when they are too big or too deep to give to
+/// policy whole (a policy that sees part of the arguments could allow what the rest
+/// forbids, so it sees none and `arguments_omitted` says so).
+fn flatten(arguments: &Value) -> Option<Leaves> {
+    fn walk(value: &Value, path: &mut String, depth: usize, out: &mut Leaves) -> Option<()> {
+        if depth > MAX_ARGUMENT_DEPTH || out.text.len() > MAX_ARGUMENT_LEAVES {
+            return None;
+        }
+        let mut descend = |key: &str, child: &Value| {
+            let before = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            let done = walk(child, path, depth + 1, out);
+            path.truncate(before);
+            done
+        };
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    descend(key, child)?;
+                }
+            }
+            Value::Array(items) => {
+                for (index, child) in items.iter().enumerate() {
+                    descend(&index.to_string(), child)?;
+                }
+            }
+            Value::String(s) => {
+                if s.len() > MAX_ARGUMENT_TEXT {
+                    return None;
+                }
+                out.text.insert(path.clone(), text(s));
+            }
+            other => {
+                if let Some(n) = other.as_i64() {
+                    out.numbers.insert(path.clone(), Expr::new_long(n));
+                }
+                out.text.insert(path.clone(), text(&other.to_string()));
+            }
+        }
+        (out.text.len() <= MAX_ARGUMENT_LEAVES).then_some(())
+    }
+    let mut out = Leaves::default();
+    walk(arguments, &mut String::new(), 0, &mut out)?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn weekday_and_hour_are_utc() {
+        // 2026-11-18 is a Wednesday; 14:30 UTC.
+        let s = Situation {
+            environment: "prod".into(),
+            now: 1_795_012_200,
+        };
+        assert_eq!(s.clock(), (14, 30, 3));
+        let sunday_before_epoch = Situation {
+            environment: "prod".into(),
+            now: -3 * 86_400 - 1,
+        };
+        assert_eq!(sunday_before_epoch.clock(), (23, 59, 7));
+    }
+
+    #[test]
+    fn arguments_flatten_to_paths_and_big_ones_are_omitted() {
+        let leaves = flatten(&json!({ "a": { "b": 1 }, "items": ["x", true] })).unwrap();
+        let mut paths: Vec<_> = leaves.text.keys().cloned().collect();
+        paths.sort();
+        assert_eq!(paths, ["a.b", "items.0", "items.1"]);
+        assert_eq!(leaves.numbers.len(), 1);
+        let mut deep = json!("leaf");
+        for _ in 0..=MAX_ARGUMENT_DEPTH {
+            deep = json!({ "d": deep });
+        }
+        assert!(flatten(&deep).is_none());
+        let wide: serde_json::Map<_, _> = (0..=MAX_ARGUMENT_LEAVES)
+            .map(|i| (i.to_string(), json!(i)))
+            .collect();
+        assert!(flatten(&Value::Object(wide)).is_none());
+        assert!(flatten(&json!({ "t": "x".repeat(MAX_ARGUMENT_TEXT + 1) })).is_none());
+    }
+}

@@ -1,0 +1,397 @@
+//! Writ's policy engine: Cedar policies, validated against Writ's schema, decided per
+//! request on the facts of the agent, the tool, the task and the moment.
+//!
+//! ```text
+//! facts ──▶ Cedar request (principal, action, resource, context, entities)
+//!       ──▶ the slice of policies that can apply (index by action and resource)
+//!       ──▶ Cedar's answer ──▶ Decision: allow | deny | approval required
+//! ```
+//! Cedar denies unless a `permit` applies and no `forbid` does. Writ adds two rules:
+//! a `forbid` annotated `@approval("group")` turns its deny into "approval required"
+//! (when every forbid that applies carries one), and a policy that fails to evaluate
+//! denies the request rather than being skipped — Cedar alone would skip an erroring
+//! `forbid`, which could let a request through.
+
+mod cases;
+mod facts;
+mod index;
+mod load;
+pub mod schema;
+
+use std::fmt;
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Entities, EntityUid, PolicySet, Request};
+use serde_json::Value;
+
+pub use cases::{CaseOutcome, CasesError, run_cases};
+pub use facts::{
+    AgentFacts, FactsError, MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_LEAVES, MAX_ARGUMENT_TEXT, Situation,
+    TaskFacts, ToolFacts,
+};
+pub use load::{LoadError, Source, read_dir};
+
+use facts::Built;
+use index::Index;
+
+/// The actions of Writ's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    Discover,
+    Call,
+    BeginTask,
+    Delegate,
+}
+
+impl Action {
+    pub const ALL: [Self; 4] = [Self::Discover, Self::Call, Self::BeginTask, Self::Delegate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Discover => "discover",
+            Self::Call => "call",
+            Self::BeginTask => "begin_task",
+            Self::Delegate => "delegate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+
+    fn uid(self) -> Result<EntityUid, FactsError> {
+        facts::uid("Action", self.as_str())
+    }
+
+    fn from_uid(uid: &EntityUid) -> Option<Self> {
+        (uid.type_name().to_string() == "Writ::Action")
+            .then(|| Self::parse(uid.id().unescaped()))
+            .flatten()
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What policy said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// Denied until a human of one of these groups approves this exact call.
+    ApprovalRequired {
+        groups: Vec<String>,
+    },
+}
+
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::ApprovalRequired { .. } => "approval_required",
+        }
+    }
+}
+
+/// A decision with what it rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The ids of the deciding policies: the permits that allowed, or the forbids that
+    /// denied. Empty for a deny because nothing permits.
+    pub policies: Vec<String>,
+    /// Why, in words: the deciding policies' `@reason`, or Writ's own account.
+    pub reasons: Vec<String>,
+    /// How many policies were evaluated (the slice, not the whole set).
+    pub evaluated: usize,
+}
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        self.verdict == Verdict::Allow
+    }
+
+    fn deny(reason: String, evaluated: usize) -> Self {
+        Self {
+            verdict: Verdict::Deny,
+            policies: Vec::new(),
+            reasons: vec![reason],
+            evaluated,
+        }
+    }
+}
+
+/// A loaded, validated policy set, indexed for deciding.
+#[derive(Debug)]
+pub struct Engine {
+    policies: PolicySet,
+    index: Index,
+    authorizer: Authorizer,
+    hash: String,
+    files: usize,
+    warnings: Vec<String>,
+}
+
+impl Engine {
+    /// Loads every `*.cedar` file of a folder.
+    pub fn load_dir(dir: &std::path::Path) -> Result<Self, LoadError> {
+        Self::load(&read_dir(dir)?)
+    }
+
+    /// Loads policy sources (file name and text), validating them as one set.
+    pub fn load(sources: &[Source]) -> Result<Self, LoadError> {
+        let loaded = load::load(sources)?;
+        Ok(Self {
+            index: Index::new(&loaded.policies),
+            policies: loaded.policies,
+            authorizer: Authorizer::new(),
+            hash: loaded.hash,
+            files: loaded.files,
+            warnings: loaded.warnings,
+        })
+    }
+
+    /// A set with no policies: every request is denied.
+    pub fn empty() -> Self {
+        let policies = PolicySet::new();
+        Self {
+            index: Index::new(&policies),
+            policies,
+            authorizer: Authorizer::new(),
+            hash: String::new(),
+            files: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// How many policies the set holds.
+    pub fn len(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hex SHA-256 of the sources the set was loaded from.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn files(&self) -> usize {
+        self.files
+    }
+
+    /// What the validator warned about (policies that can never apply, and the like).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The ids of every policy, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// May `agent` see `tool` in `tools/list`?
+    pub fn discover(
+        &self,
+        agent: &AgentFacts,
+        tool: &ToolFacts,
+        task: &TaskFacts,
+        situation: &Situation,
+    ) -> Decision {
+        let slice = self.index.slice(Action::Discover, tool);
+        self.decide(
+            Action::Discover,
+            &slice,
+            facts::tool_request(agent, tool, task, situation, None),
+        )
+    }
+
+    /// May `agent` call `tool` with these arguments?
+    pub fn call(
+        &self,
+        agent: &AgentFacts,
+        tool: &ToolFacts,
+        task: &TaskFacts,
+        arguments: Option<&Value>,
+        approved: bool,
+        situation: &Situation,
+    ) -> Decision {
+        let slice = self.index.slice(Action::Call, tool);
+        let decide = |approved: bool| {
+            self.decide(
+                Action::Call,
+                &slice,
+                facts::tool_request(agent, tool, task, situation, Some((arguments, approved))),
+            )
+        };
+        let decision = decide(approved);
+        if approved || !matches!(decision.verdict, Verdict::ApprovalRequired { .. }) {
+            return decision;
+        }
+        // Approval is worth asking for only if it would be enough: decide again as if
+        // approved, and if something else still denies, the answer is that deny.
+        let if_approved = decide(true);
+        if if_approved.is_allow() {
+            decision
+        } else {
+            if_approved
+        }
+    }
+
+    /// May `agent` begin `task`?
+    pub fn begin_task(
+        &self,
+        agent: &AgentFacts,
+        task: &TaskFacts,
+        situation: &Situation,
+    ) -> Decision {
+        let set = self.index.whole(Action::BeginTask);
+        self.decide(
+            Action::BeginTask,
+            &set,
+            facts::begin_task_request(agent, task, situation),
+        )
+    }
+
+    /// May `agent`, holding `parent`, hand `child` to `delegate`?
+    pub fn delegate(
+        &self,
+        agent: &AgentFacts,
+        delegate: &AgentFacts,
+        parent: &TaskFacts,
+        child: &TaskFacts,
+        situation: &Situation,
+    ) -> Decision {
+        let set = self.index.whole(Action::Delegate);
+        self.decide(
+            Action::Delegate,
+            &set,
+            facts::delegate_request(agent, delegate, parent, child, situation),
+        )
+    }
+
+    fn decide(
+        &self,
+        action: Action,
+        policies: &PolicySet,
+        built: Result<Built, FactsError>,
+    ) -> Decision {
+        let evaluated = policies.policies().count();
+        let built = match built.and_then(|b| Ok((action.uid()?, b))) {
+            Ok(built) => built,
+            Err(e) => {
+                return Decision::deny(
+                    format!("the request could not be put to policy: {e}"),
+                    evaluated,
+                );
+            }
+        };
+        let (
+            action_uid,
+            Built {
+                principal,
+                resource,
+                context,
+                entities,
+            },
+        ) = built;
+        let entities = match Entities::from_entities(entities, None) {
+            Ok(entities) => entities,
+            Err(e) => {
+                return Decision::deny(
+                    format!("the request could not be put to policy: {e}"),
+                    evaluated,
+                );
+            }
+        };
+        let request = match Request::new(principal, action_uid, resource, context, None) {
+            Ok(request) => request,
+            Err(e) => {
+                return Decision::deny(
+                    format!("the request could not be put to policy: {e}"),
+                    evaluated,
+                );
+            }
+        };
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
+        if !errors.is_empty() {
+            // Fail closed: an erroring policy may have been a forbid.
+            return Decision {
+                verdict: Verdict::Deny,
+                policies: Vec::new(),
+                reasons: errors
+                    .into_iter()
+                    .map(|e| format!("a policy failed to evaluate, so Writ denies: {e}"))
+                    .collect(),
+                evaluated,
+            };
+        }
+        let mut deciding: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        deciding.sort();
+        let annotation = |id: &str, key: &str| {
+            policies
+                .policy(&cedar_policy::PolicyId::new(id))
+                .and_then(|p| p.annotation(key))
+                .map(str::to_owned)
+        };
+        let reasons: Vec<String> = deciding
+            .iter()
+            .map(|id| {
+                annotation(id, "reason").unwrap_or_else(|| match response.decision() {
+                    cedar_policy::Decision::Allow => format!("policy `{id}` permits it"),
+                    cedar_policy::Decision::Deny => format!("policy `{id}` forbids it"),
+                })
+            })
+            .collect();
+        let verdict = match response.decision() {
+            cedar_policy::Decision::Allow => Verdict::Allow,
+            cedar_policy::Decision::Deny if deciding.is_empty() => {
+                return Decision::deny(format!("no policy permits `{action}` here"), evaluated);
+            }
+            cedar_policy::Decision::Deny => {
+                let groups: Vec<Option<String>> = deciding
+                    .iter()
+                    .map(|id| annotation(id, "approval"))
+                    .collect();
+                if groups.iter().all(Option::is_some) {
+                    let mut groups: Vec<String> = groups.into_iter().flatten().collect();
+                    groups.sort();
+                    groups.dedup();
+                    Verdict::ApprovalRequired { groups }
+                } else {
+                    Verdict::Deny
+                }
+            }
+        };
+        Decision {
+            verdict,
+            policies: deciding,
+            reasons,
+            evaluated,
+        }
+    }
+}
+
+/// Shared by the gateway's holder of the current set.
+pub type SharedEngine = Arc<Engine>;
