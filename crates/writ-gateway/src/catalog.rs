@@ -35,6 +35,48 @@ pub struct Catalog {
     lists: RwLock<Vec<ServerLists>>,
 }
 
+/// Lists fetched from one upstream, not yet installed.
+#[derive(Debug)]
+pub struct Fetched {
+    parts: Vec<FetchedList>,
+}
+
+#[derive(Debug)]
+struct FetchedList {
+    list: ListName,
+    /// Items with exposed names.
+    items: Vec<Map<String, Value>>,
+    /// Exposed names (tools, prompts), URIs (resources) or URI prefixes (templates).
+    keys: Vec<String>,
+    /// The upstream's own names of tools and prompts, in step with `items`.
+    names: Vec<String>,
+}
+
+impl Fetched {
+    /// The fetched tools, if tools were fetched.
+    pub fn tools(&self) -> Vec<crate::tools::Listed<'_>> {
+        self.parts
+            .iter()
+            .filter(|p| p.list == ListName::Tools)
+            .flat_map(|p| {
+                p.items
+                    .iter()
+                    .zip(&p.keys)
+                    .zip(&p.names)
+                    .map(|((definition, exposed), name)| crate::tools::Listed {
+                        exposed,
+                        name,
+                        definition,
+                    })
+            })
+            .collect()
+    }
+
+    pub fn has_tools(&self) -> bool {
+        self.parts.iter().any(|p| p.list == ListName::Tools)
+    }
+}
+
 /// Which list a `*/list` request reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListName {
@@ -184,21 +226,23 @@ impl Catalog {
         Ok((page, next))
     }
 
-    /// Fetches one kind of list from one upstream (all its pages) and stores it.
-    pub async fn refresh(
+    /// Fetches an upstream's lists of one kind, with names already as agents see them.
+    /// Nothing changes until [`Catalog::install`]: the tool registry checks the tools in
+    /// between, so a drifted definition is held before any agent can see it.
+    pub async fn fetch(
         &self,
-        index: usize,
         upstream: &Upstream,
         kind: ListKind,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<Option<Fetched>, UpstreamError> {
         let Some(info) = upstream.info() else {
-            return Ok(());
+            return Ok(None);
         };
         let lists: &[ListName] = match kind {
             ListKind::Tools => &[ListName::Tools],
             ListKind::Prompts => &[ListName::Prompts],
             ListKind::Resources => &[ListName::Resources, ListName::ResourceTemplates],
         };
+        let mut parts = Vec::with_capacity(lists.len());
         for &list in lists {
             let items = if info.has(list.capability()) {
                 fetch_all(upstream, list).await?
@@ -206,8 +250,12 @@ impl Catalog {
                 Vec::new()
             };
             let server = upstream.name();
-            let mut exposed = Vec::with_capacity(items.len());
-            let mut keys = Vec::new();
+            let mut part = FetchedList {
+                list,
+                items: Vec::with_capacity(items.len()),
+                keys: Vec::new(),
+                names: Vec::new(),
+            };
             for mut item in items {
                 match list {
                     ListName::Tools | ListName::Prompts => {
@@ -218,45 +266,55 @@ impl Catalog {
                             tracing::warn!(server = %server, name, "skipping an item whose exposed name would not be a valid MCP name");
                             continue;
                         };
-                        keys.push(shown.clone());
+                        part.names.push(name.to_owned());
+                        part.keys.push(shown.clone());
                         item.insert("name".into(), Value::String(shown));
                     }
-                    ListName::Resources => {
-                        keys.extend(item.get("uri").and_then(Value::as_str).map(str::to_owned))
-                    }
+                    ListName::Resources => part
+                        .keys
+                        .extend(item.get("uri").and_then(Value::as_str).map(str::to_owned)),
                     ListName::ResourceTemplates => {
                         if let Some(template) = item.get("uriTemplate").and_then(Value::as_str) {
-                            keys.push(template.split('{').next().unwrap_or_default().to_owned());
+                            part.keys
+                                .push(template.split('{').next().unwrap_or_default().to_owned());
                         }
                     }
                 }
-                exposed.push(jsonrpc::to_raw(&item));
+                part.items.push(item);
             }
-            let mut all = self
-                .lists
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Some(slot) = all.get_mut(index) else {
-                return Ok(());
-            };
-            match list {
+            parts.push(part);
+        }
+        Ok(Some(Fetched { parts }))
+    }
+
+    /// Makes fetched lists the ones agents see.
+    pub fn install(&self, index: usize, fetched: Fetched) {
+        let mut all = self
+            .lists
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(slot) = all.get_mut(index) else {
+            return;
+        };
+        for part in fetched.parts {
+            let exposed: Vec<Box<RawValue>> = part.items.iter().map(jsonrpc::to_raw).collect();
+            match part.list {
                 ListName::Tools => {
                     slot.tools = Arc::new(exposed);
-                    slot.tool_names = Arc::new(keys.into_iter().collect());
+                    slot.tool_names = Arc::new(part.keys.into_iter().collect());
                 }
                 ListName::Prompts => slot.prompts = Arc::new(exposed),
                 ListName::Resources => {
                     slot.resources = Arc::new(exposed);
-                    slot.resource_uris = Arc::new(keys);
+                    slot.resource_uris = Arc::new(part.keys);
                 }
                 ListName::ResourceTemplates => {
                     slot.templates = Arc::new(exposed);
                     slot.template_prefixes =
-                        Arc::new(keys.into_iter().filter(|p| !p.is_empty()).collect());
+                        Arc::new(part.keys.into_iter().filter(|p| !p.is_empty()).collect());
                 }
             }
         }
-        Ok(())
     }
 
     /// Which kinds of list any upstream offers, for the capabilities Writ declares.

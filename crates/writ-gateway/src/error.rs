@@ -19,7 +19,8 @@ pub mod mcp_code {
     pub const RESOURCE_NOT_FOUND_BEFORE_2026: i64 = -32002;
 }
 
-/// Writ's own codes for refusals of the token service, outside the JSON-RPC reserved range.
+/// Writ's own codes for refusals of the token service and of policy, outside the JSON-RPC
+/// reserved range.
 pub mod writ_code {
     /// No valid writ, or its task is no longer active (HTTP 401).
     pub const NOT_AUTHENTICATED: i64 = -31010;
@@ -27,6 +28,12 @@ pub mod writ_code {
     pub const OUTSIDE_TASK: i64 = -31011;
     /// Writ could not decide, so it refused (HTTP 503).
     pub const UNAVAILABLE: i64 = -31012;
+    /// Policy denied the call (HTTP 200; `data` names the policies and reasons).
+    pub const POLICY_DENIED: i64 = -31020;
+    /// Policy requires a human's approval first (`data.approvers` names the groups).
+    pub const APPROVAL_REQUIRED: i64 = -31021;
+    /// The tool's definition changed since it was pinned; an operator must accept it.
+    pub const TOOL_HELD: i64 = -31022;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,10 @@ mod catalog;
 pub mod error;
 mod front_door;
 mod pipeline;
+pub mod policy;
 mod sessions;
 pub mod token;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +46,12 @@ pub struct Gateway {
     allowed_origins: Vec<String>,
     /// The token service; `None` only with `gateway.auth = "off"`.
     tokens: Option<Arc<token::TokenService>>,
+    /// The policy set in force; `None` only with `gateway.auth = "off"` (no identity to
+    /// decide on).
+    policies: Option<Arc<policy::Policies>>,
+    /// Tool classifications and pins.
+    tools: tools::ToolRegistry,
+    on_deviation: writ_core::config::OnDeviation,
     shutdown: CancellationToken,
 }
 
@@ -64,6 +72,18 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tokens(#[from] token::TokenStartError),
+    #[error("the policies in `{dir}` do not load:\n{source}")]
+    Policy {
+        dir: std::path::PathBuf,
+        source: writ_policy::LoadError,
+    },
+}
+
+/// The parts that exist only when authentication is on.
+struct Access {
+    tokens: Arc<token::TokenService>,
+    policies: Arc<policy::Policies>,
+    store: Arc<dyn writ_store::Store>,
 }
 
 impl Gateway {
@@ -71,7 +91,7 @@ impl Gateway {
     fn start(
         config: &Config,
         listen: SocketAddr,
-        tokens: Option<Arc<token::TokenService>>,
+        access: Option<Access>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
         let upstreams = config
@@ -86,6 +106,10 @@ impl Gateway {
             config.servers.iter().map(|s| s.name.clone()).collect(),
         );
         let (notices, _) = broadcast::channel(64);
+        let tools = tools::ToolRegistry::new(
+            config.servers.clone(),
+            access.as_ref().map(|a| a.store.clone()),
+        );
         let gateway = Arc::new(Self {
             allowed_origins: allowed_origins(&config.gateway, listen),
             config: config.gateway.clone(),
@@ -97,9 +121,15 @@ impl Gateway {
                 config.gateway.max_sessions,
             ),
             notices,
-            tokens,
+            tools,
+            on_deviation: config.tasks.on_deviation,
+            tokens: access.as_ref().map(|a| a.tokens.clone()),
+            policies: access.map(|a| a.policies),
             shutdown,
         });
+        if let Some(tokens) = &gateway.tokens {
+            tokio::spawn(follow_pins(gateway.clone(), tokens.pin_changes()));
+        }
         for index in 0..gateway.upstreams.len() {
             tokio::spawn(follow_upstream(gateway.clone(), index));
         }
@@ -229,8 +259,13 @@ async fn follow_upstream(gateway: Arc<Gateway>, index: usize) {
 
 async fn refresh(gateway: &Gateway, index: usize, upstream: &Upstream, kinds: &[ListKind]) {
     for &kind in kinds {
-        match gateway.catalog.refresh(index, upstream, kind).await {
-            Ok(()) => {
+        match gateway.catalog.fetch(upstream, kind).await {
+            Ok(None) => {}
+            Ok(Some(fetched)) => {
+                if fetched.has_tools() {
+                    gateway.tools.observe(index, &fetched.tools()).await;
+                }
+                gateway.catalog.install(index, fetched);
                 let method = match kind {
                     ListKind::Tools => "notifications/tools/list_changed",
                     ListKind::Prompts => "notifications/prompts/list_changed",
@@ -245,6 +280,26 @@ async fn refresh(gateway: &Gateway, index: usize, upstream: &Upstream, kinds: &[
     }
     if let Some(loaded) = gateway.loaded.get(index) {
         loaded.store(true, Ordering::Release);
+    }
+}
+
+/// Releases held tools when an operator accepts their new definition (`writ tools accept`).
+async fn follow_pins(gateway: Arc<Gateway>, mut changes: broadcast::Receiver<String>) {
+    loop {
+        let subject = tokio::select! {
+            change = changes.recv() => change,
+            () = gateway.shutdown.cancelled() => return,
+        };
+        match subject {
+            Ok(subject) => gateway.tools.pin_changed(&subject).await,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some: re-check every server's tools from its current list.
+                for (index, upstream) in gateway.upstreams.iter().enumerate() {
+                    refresh(&gateway, index, upstream, &[ListKind::Tools]).await;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -319,14 +374,21 @@ impl Running {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let tokens = match config.gateway.auth {
+        let access = match config.gateway.auth {
             AuthMode::Off => {
                 tracing::warn!(
-                    "authentication is OFF (`gateway.auth = \"off\"`): anyone who reaches {local_addr} may call every tool; use this for local development only"
+                    "authentication is OFF (`gateway.auth = \"off\"`): anyone who reaches {local_addr} may call every tool, without policy or tool pinning; use this for local development only"
                 );
                 None
             }
             AuthMode::On => {
+                let policies = policy::Policies::load(&config.policy).map_err(|source| {
+                    StartError::Policy {
+                        dir: config.policy.dir.clone(),
+                        source,
+                    }
+                })?;
+                policies.spawn_watcher(shutdown.clone());
                 let store = writ_store::SqliteStore::open(&config.store.path)
                     .await
                     .map_err(|source| StartError::Store {
@@ -338,12 +400,19 @@ impl Running {
                     .public_url
                     .clone()
                     .unwrap_or_else(|| format!("http://{local_addr}"));
-                let service = token::TokenService::start(config, &base, Arc::new(store)).await?;
-                service.spawn_followers(shutdown.clone());
-                Some(service)
+                let store: Arc<dyn writ_store::Store> = Arc::new(store);
+                let tokens =
+                    token::TokenService::start(config, &base, store.clone(), policies.clone())
+                        .await?;
+                tokens.spawn_followers(shutdown.clone());
+                Some(Access {
+                    tokens,
+                    policies,
+                    store,
+                })
             }
         };
-        let gateway = Gateway::start(config, local_addr, tokens, shutdown.clone())?;
+        let gateway = Gateway::start(config, local_addr, access, shutdown.clone())?;
         let router = app(gateway.clone());
         let drain = shutdown.clone();
         let server = tokio::spawn(async move {

@@ -5,13 +5,18 @@
 //! request ──▶ (front door: authenticate — the writ, its DPoP proof, its task's state)
 //!         ──▶ route (method → list | tool | prompt | resource | local)
 //!         ──▶ resolve target (exposed name → server, upstream name)
-//!         ──▶ task check (the tool is within the task's tools; one call of its budget)
+//!         ──▶ pin check (a tool whose definition drifted is held)
+//!         ──▶ intent check (outside the task's tools or data classes: a deviation,
+//!             which revokes the task)
+//!         ──▶ policy (Cedar `call`: allow | deny | approval required)
+//!         ──▶ budget (one call of the task's `max_calls`)
 //!         ──▶ forward (Writ's own upstream session, id and progress token)
 //!         ──▶ shape result for the agent's revision ──▶ agent
 //! ```
-//! `tools/list` shows only the tools the caller's task covers. Policy, approval and audit
-//! stages are inserted between the task check and forward as they land; each is one
-//! function called from `handle`.
+//! `tools/list` runs the same checks with Cedar's `discover` over every tool and shows
+//! only what passes; what it hides is logged with the reason. The approval and audit
+//! stages go between policy and forward as they land; each is one function called from
+//! `call_tool`.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -21,8 +26,14 @@ use writ_mcp::upstream::{ProgressRoute, Upstream};
 
 use crate::Gateway;
 use crate::catalog::ListName;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, writ_code};
+use crate::policy::describe;
 use crate::token::{Caller, Denied};
+use crate::tools::KnownTool;
+use axum::http::StatusCode;
+use writ_core::config::OnDeviation;
+use writ_policy::{Decision, Verdict};
+use writ_store::TaskState;
 
 /// `_meta` keys of the 2026-07-28 revision that describe the agent's request to Writ; they
 /// are not forwarded to upstreams, which speak an earlier revision.
@@ -126,11 +137,12 @@ fn list(
     out.push_str(list.result_key());
     out.push_str("\":[");
     // A page may come out shorter than the page size once filtered; its cursor still
-    // leads on, so the agent sees every tool its task covers.
+    // leads on, so the agent sees every tool it may.
     let mut first = true;
+    let mut screen = (list == ListName::Tools).then(|| Screen::new(gateway, caller));
     for item in items
         .iter()
-        .filter(|item| within_task(gateway, caller, item))
+        .filter(|item| screen.as_mut().is_none_or(|s| s.shows(item)))
     {
         if !first {
             out.push(',');
@@ -148,58 +160,106 @@ fn list(
         out.push_str(",\"ttlMs\":0,\"cacheScope\":\"private\"");
     }
     out.push('}');
+    if let Some(screen) = screen {
+        screen.log();
+    }
     RawValue::from_string(out).map_err(|e| GatewayError::Internal(format!("list result: {e}")))
 }
 
-/// True when a listed tool is within the caller's task (always, without authentication).
-fn within_task(gateway: &Gateway, caller: Option<&Caller>, item: &RawValue) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Named<'a> {
-        #[serde(borrow)]
-        name: std::borrow::Cow<'a, str>,
-    }
-    let Some(caller) = caller else {
-        return true;
-    };
-    let Ok(named) = serde_json::from_str::<Named<'_>>(item.get()) else {
-        return false;
-    };
-    gateway
-        .catalog
-        .resolve(&named.name)
-        .and_then(|(index, tool)| Some((gateway.upstreams.get(index)?, tool)))
-        .is_some_and(|(upstream, tool)| {
-            caller
-                .task
-                .grant
-                .allows_tool(upstream.name().as_str(), tool)
-        })
+/// Decides, tool by tool, what one `tools/list` shows: the `discover` side of the
+/// pipeline. Without authentication (`gateway.auth = "off"`) everything is shown.
+struct Screen<'g> {
+    gateway: &'g Gateway,
+    caller: Option<&'g Caller>,
+    /// One policy set for the whole list, even if a reload lands halfway through.
+    engine: Option<std::sync::Arc<writ_policy::Engine>>,
+    situation: Option<writ_policy::Situation>,
+    task: Option<writ_policy::TaskFacts>,
+    shown: usize,
+    hidden: Vec<(String, String)>,
 }
 
-/// The task stage: the tool must be one the task declared, and the task must have a call
-/// left in its budget. Out of scope is refused before the budget is touched.
-fn check_task(
-    gateway: &Gateway,
-    caller: Option<&Caller>,
-    upstream: &Upstream,
-    tool: &str,
-    exposed: &str,
-) -> Result<(), GatewayError> {
-    let (Some(caller), Some(tokens)) = (caller, &gateway.tokens) else {
-        return Ok(());
-    };
-    if !caller
-        .task
-        .grant
-        .allows_tool(upstream.name().as_str(), tool)
-    {
-        return Err(GatewayError::Denied(Denied::InsufficientScope(format!(
-            "tool `{exposed}` is outside task `{}` (its tools: {})",
-            caller.task.task.id,
-            caller.task.task.tools.join(", ")
-        ))));
+impl<'g> Screen<'g> {
+    fn new(gateway: &'g Gateway, caller: Option<&'g Caller>) -> Self {
+        let policies = gateway.policies.as_ref().filter(|_| caller.is_some());
+        Self {
+            gateway,
+            caller,
+            engine: policies.map(|p| p.current()),
+            situation: policies.map(|p| p.situation()),
+            task: caller.map(|c| c.task.facts()),
+            shown: 0,
+            hidden: Vec::new(),
+        }
     }
-    tokens.count_call(caller).map_err(GatewayError::Denied)
+
+    fn shows(&mut self, item: &RawValue) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Named<'a> {
+            #[serde(borrow)]
+            name: std::borrow::Cow<'a, str>,
+        }
+        let Some(caller) = self.caller else {
+            return true;
+        };
+        let Ok(named) = serde_json::from_str::<Named<'_>>(item.get()) else {
+            return false;
+        };
+        let why_hidden = match self.gateway.tools.get(&named.name) {
+            None => Some("Writ has not checked this tool yet".to_owned()),
+            Some(tool) => self.why_hidden(caller, &tool),
+        };
+        match why_hidden {
+            None => {
+                self.shown += 1;
+                true
+            }
+            Some(why) => {
+                self.hidden.push((named.name.into_owned(), why));
+                false
+            }
+        }
+    }
+
+    fn why_hidden(&self, caller: &Caller, tool: &KnownTool) -> Option<String> {
+        if let Some(held) = &tool.held {
+            return Some(format!("held back: {held}"));
+        }
+        let (server, name) = tool.facts.name.split_once('.')?;
+        if !caller.task.grant.allows_tool(server, name) {
+            return Some("outside the task's tools".into());
+        }
+        let engine = self.engine.as_ref()?;
+        let (situation, task) = (self.situation.as_ref()?, self.task.as_ref()?);
+        let decision = engine.discover(&caller.task.agent, &tool.facts, task, situation);
+        if decision.is_allow() {
+            return None;
+        }
+        let why = describe(&decision);
+        if self
+            .gateway
+            .policies
+            .as_ref()
+            .is_some_and(|p| !p.enforcing())
+        {
+            tracing::warn!(tool = %tool.facts.name, agent = %caller.task.agent.name, decision = %why, "shadow mode: policy would hide this tool");
+            return None;
+        }
+        Some(why)
+    }
+
+    /// Records what the list showed and hid, and why.
+    fn log(self) {
+        if let Some(caller) = self.caller {
+            tracing::info!(
+                agent = %caller.task.agent.name,
+                task = %caller.task.task.id,
+                shown = self.shown,
+                hidden = ?self.hidden,
+                "tools listed"
+            );
+        }
+    }
 }
 
 async fn call_tool(
@@ -219,11 +279,170 @@ async fn call_tool(
         ));
     }
     let (upstream, tool) = resolve_tool(gateway, &exposed)?;
-    check_task(gateway, caller, &upstream, &tool, &exposed)?;
+    if let Some(caller) = caller {
+        let known = gateway.tools.get(&exposed).ok_or_else(|| {
+            GatewayError::client(
+                StatusCode::OK,
+                writ_code::TOOL_HELD,
+                format!("tool `{exposed}` has not been checked by Writ yet; try again"),
+            )
+        })?;
+        check_pin(&known, &exposed)?;
+        check_intent(gateway, caller, &known, &exposed).await?;
+        check_policy(gateway, caller, &known, params.get("arguments"))?;
+        if let Some(tokens) = &gateway.tokens {
+            tokens.count_call(caller).map_err(GatewayError::Denied)?;
+        }
+    }
     params.insert("name".into(), Value::String(tool));
     Ok(upstream
         .call("tools/call", Some(upstream_params(params)), progress)
         .await?)
+}
+
+/// The pin stage: a tool whose definition changed since it was trusted is not called.
+fn check_pin(tool: &KnownTool, exposed: &str) -> Result<(), GatewayError> {
+    match &tool.held {
+        None => Ok(()),
+        Some(why) => Err(GatewayError::client(
+            StatusCode::OK,
+            writ_code::TOOL_HELD,
+            format!("tool `{exposed}` is held back: {why}"),
+        )),
+    }
+}
+
+/// The intent stage: a call must stay within the tools and data classes its task
+/// declared. One that strays is a deviation: denied, logged, and (by default) the task
+/// and every task delegated from it are revoked at once — an agent acting outside its
+/// declared intent may have been subverted, and its writ should not outlive that.
+async fn check_intent(
+    gateway: &Gateway,
+    caller: &Caller,
+    tool: &KnownTool,
+    exposed: &str,
+) -> Result<(), GatewayError> {
+    let Some(strayed) = deviation(caller, tool, exposed) else {
+        return Ok(());
+    };
+    let task = &caller.task;
+    tracing::warn!(
+        agent = %task.agent.name,
+        task = %task.task.id,
+        tool = exposed,
+        deviation = %strayed,
+        "deviation from the task's declared intent"
+    );
+    let mut message = format!("{strayed}; this is a deviation from the task's declared intent");
+    if let (OnDeviation::Revoke, Some(tokens)) = (gateway.on_deviation, &gateway.tokens) {
+        let reason = format!("deviation: {strayed}");
+        match tokens
+            .end_task(&task.task.id, TaskState::Revoked, &reason)
+            .await
+        {
+            Ok(ended) if ended.len() > 1 => message.push_str(&format!(
+                ", so the task and the {} tasks delegated from it are revoked",
+                ended.len() - 1
+            )),
+            Ok(_) => message.push_str(", so the task is revoked"),
+            // The call is refused either way; nobody retries the revocation, so say so.
+            Err(err) => {
+                tracing::error!(%err, task = %task.task.id, "could not revoke a deviating task")
+            }
+        }
+    }
+    Err(GatewayError::Denied(Denied::InsufficientScope(message)))
+}
+
+/// How a call strays from its task, if it does.
+fn deviation(caller: &Caller, tool: &KnownTool, exposed: &str) -> Option<String> {
+    let task = &caller.task;
+    let (server, name) = tool.facts.name.split_once('.')?;
+    if !task.grant.allows_tool(server, name) {
+        return Some(format!(
+            "tool `{exposed}` is outside task `{}` (its tools: {})",
+            task.task.id,
+            task.task.tools.join(", ")
+        ));
+    }
+    let class = tool
+        .facts
+        .class
+        .data_classes
+        .iter()
+        .find(|c| !task.grant.data_classes.contains(c))?;
+    Some(format!(
+        "tool `{exposed}` handles data of class `{class}`, which task `{}` did not declare (its data classes: {})",
+        task.task.id,
+        if task.grant.data_classes.is_empty() {
+            "none".to_owned()
+        } else {
+            task.grant.data_classes.join(", ")
+        }
+    ))
+}
+
+/// The policy stage: Cedar's `call` decision on this agent, tool, task and arguments.
+fn check_policy(
+    gateway: &Gateway,
+    caller: &Caller,
+    tool: &KnownTool,
+    arguments: Option<&Value>,
+) -> Result<(), GatewayError> {
+    let Some(policies) = &gateway.policies else {
+        return Ok(());
+    };
+    let decision = policies.current().call(
+        &caller.task.agent,
+        &tool.facts,
+        &caller.task.facts(),
+        arguments,
+        false,
+        &policies.situation(),
+    );
+    tracing::info!(
+        agent = %caller.task.agent.name,
+        task = %caller.task.task.id,
+        tool = %tool.facts.name,
+        decision = decision.verdict.as_str(),
+        policies = ?decision.policies,
+        "call decided"
+    );
+    if decision.is_allow() {
+        return Ok(());
+    }
+    let described = describe(&decision);
+    if !policies.enforcing() {
+        tracing::warn!(tool = %tool.facts.name, decision = %described, "shadow mode: policy would refuse this call");
+        return Ok(());
+    }
+    Err(refusal(&tool.facts.name, &decision, &described))
+}
+
+/// A policy refusal as the agent receives it: what was decided, by which policies, why,
+/// and (for approval) by whom it could be approved.
+fn refusal(tool: &str, decision: &Decision, described: &str) -> GatewayError {
+    let mut data = serde_json::json!({
+        "decision": decision.verdict.as_str(),
+        "tool": tool,
+        "policies": decision.policies,
+        "reasons": decision.reasons,
+    });
+    let code = match &decision.verdict {
+        Verdict::ApprovalRequired { groups } => {
+            if let Some(data) = data.as_object_mut() {
+                data.insert("approvers".into(), groups.clone().into());
+            }
+            writ_code::APPROVAL_REQUIRED
+        }
+        _ => writ_code::POLICY_DENIED,
+    };
+    GatewayError::Client {
+        status: StatusCode::OK,
+        code,
+        message: format!("call to `{tool}` {described}"),
+        data: Some(data),
+    }
 }
 
 /// The upstream and its own name for an exposed tool; unknown tools never reach a server.
@@ -283,7 +502,7 @@ fn resource_upstream<'g>(
         .and_then(|index| gateway.upstreams.get(index))
         .ok_or_else(|| {
             GatewayError::client(
-                http::StatusCode::OK,
+                StatusCode::OK,
                 not_found,
                 format!("resource `{uri}` is not served by any server"),
             )

@@ -73,16 +73,30 @@ struct Fixture {
     dir: PathBuf,
 }
 
-const RULES: &str = r#"
-[[tasks.allow]]
-agents = ["alice"]
-tools = ["notes.*", "ops.run"]
-delegate_to = ["bob"]
+/// Who may begin which tasks and delegate to whom. These tests are about the token
+/// service, so every discovery and call inside a task is allowed.
+const POLICIES: &str = r#"
+@id("alice-tasks")
+@reason("alice works on the notes and runs ops")
+permit (principal == Writ::Agent::"alice", action == Writ::Action::"begin_task", resource)
+when { ["notes.*", "notes.read", "notes.write", "ops.run"].containsAll(context.task.tools) };
 
-[[tasks.allow]]
-agents = ["team:ops"]
-tools = ["notes.read", "ops.*"]
-delegate_to = ["alice"]
+@id("ops-tasks")
+permit (principal in Writ::Team::"ops", action == Writ::Action::"begin_task", resource)
+when { ["notes.read", "ops.*", "ops.run"].containsAll(context.task.tools) };
+
+@id("anyone-reads-notes")
+permit (principal, action == Writ::Action::"begin_task", resource)
+when { ["notes.read"].containsAll(context.task.tools) };
+
+@id("alice-delegates-to-bob")
+permit (principal == Writ::Agent::"alice", action == Writ::Action::"delegate", resource == Writ::Agent::"bob");
+
+@id("ops-delegates-to-alice")
+permit (principal in Writ::Team::"ops", action == Writ::Action::"delegate", resource == Writ::Agent::"alice");
+
+@id("calls-in-tasks")
+permit (principal, action in [Writ::Action::"discover", Writ::Action::"call"], resource);
 "#;
 
 async fn register(store: &dyn Store, name: &str, team: &str) -> (AgentKey, String) {
@@ -113,9 +127,13 @@ impl Fixture {
         let store = Arc::new(SqliteStore::open(&store_path).await.unwrap());
         let (alice, alice_public_pem) = register(store.as_ref(), "alice", "research").await;
         let (bob, _) = register(store.as_ref(), "bob", "ops").await;
+        let policies = dir.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("tasks.cedar"), POLICIES).unwrap();
         let config = Config::parse(&format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\ncall_timeout = \"5s\"\n[store]\npath = \"{}\"\n{RULES}\n{extra}\n{}",
+            "[gateway]\nlisten = \"127.0.0.1:0\"\ncall_timeout = \"5s\"\n[store]\npath = \"{}\"\n[policy]\ndir = \"{}\"\n{extra}\n{}",
             store_path.display(),
+            policies.display(),
             kit_server().await
         ))
         .unwrap();
@@ -859,7 +877,7 @@ async fn delegation_narrows_nests_act_and_dies_with_its_parent() {
 #[tokio::test]
 async fn delegation_to_an_agent_not_listed_is_refused() {
     let fx = Fixture::start("").await;
-    // Alice's rule lists only bob in `delegate_to`; bob's team rule lists alice.
+    // Alice may delegate only to bob; bob's team may delegate to alice.
     let parent = fx.begin(&fx.bob, &fx.task(&["ops.run"])).await.unwrap();
     let alice_parent = fx
         .begin(&fx.alice, &fx.task(&["notes.read"]))
@@ -875,7 +893,7 @@ async fn delegation_to_an_agent_not_listed_is_refused() {
     assert_oauth_error(
         &refused,
         "invalid_grant",
-        "may not delegate to agent `alice`",
+        "policy refuses `delegate` for alice to alice: denied: no policy permits `delegate` here",
     );
     let allowed = delegate(&fx, &parent.access_token, &fx.alice, details(&["ops.run"])).await;
     assert_eq!(allowed.0, StatusCode::OK, "{allowed:?}");
@@ -897,7 +915,7 @@ async fn malformed_details_and_missing_purpose_are_refused() {
         ),
         (
             json!([{ "type": "mcp_task", "purpose": "x", "tools": ["crm.export"] }]).to_string(),
-            "no `[[tasks.allow]]` rule grants it",
+            "policy refuses `begin_task` for alice: denied: no policy permits `begin_task` here",
         ),
     ] {
         let answer = fx
@@ -1174,7 +1192,7 @@ async fn oidc_identities_are_verified_against_the_issuers_keys_and_follow_rotati
 
     let fx = Fixture::start(&format!(
         "[[identity.oidc]]\nissuer = \"{issuer}\"\njwks_url = \"{issuer}/jwks\"\naudience = \"writ-test\"\nagent_claim = \"azp\"\n\
-         [[tasks.allow]]\nagents = [\"ci-bot\"]\ntools = [\"notes.read\"]\n"
+"
     ))
     .await;
     register_external(fx.store.as_ref(), "ci-bot", &issuer, "ci-pipeline").await;
@@ -1249,7 +1267,7 @@ async fn spiffe_jwt_svids_follow_the_jwt_svid_rules() {
     std::fs::write(&bundle, json!({ "keys": [jwk] }).to_string()).unwrap();
     let fx = Fixture::start(&format!(
         "[[identity.spiffe]]\ntrust_domain = \"example.org\"\nbundle = \"{}\"\n\
-         [[tasks.allow]]\nagents = [\"worker\"]\ntools = [\"notes.read\"]\n",
+",
         bundle.display()
     ))
     .await;
@@ -1337,9 +1355,7 @@ async fn an_agent_may_publish_its_keys_at_a_jwks_url() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let keys_url = format!("http://{}/keys", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let fx =
-        Fixture::start("[[tasks.allow]]\nagents = [\"published\"]\ntools = [\"notes.read\"]\n")
-            .await;
+    let fx = Fixture::start("").await;
     let id = agent_key::new_agent_id();
     fx.store
         .create_agent(&Agent {

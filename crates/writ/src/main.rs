@@ -26,6 +26,10 @@ enum Command {
     Task(cmd::task::Args),
     /// Rotate and list Writ's signing keys.
     Keys(cmd::keys::Args),
+    /// Validate, test and explain Cedar policies.
+    Policy(cmd::policy::Args),
+    /// List pinned tool definitions and accept changed ones.
+    Tools(cmd::tools::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +59,8 @@ fn main() -> std::process::ExitCode {
             Command::Agent(args) => cmd::agent::run(args).await,
             Command::Task(args) => cmd::task::run(args).await,
             Command::Keys(args) => cmd::keys::run(args).await,
+            Command::Policy(args) => cmd::policy::run(args).await,
+            Command::Tools(args) => cmd::tools::run(args).await,
         }
     });
     match outcome {

@@ -10,8 +10,7 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use writ_core::config::TaskAllow;
-use writ_core::task::{TaskGrant, ToolPattern, covered_by};
+use writ_core::task::TaskGrant;
 use writ_store::{Agent, Task, TaskState};
 
 use super::dpop::{ProofError, ProofTarget};
@@ -128,13 +127,14 @@ impl TokenService {
         let ttl = self.ttl(form.get("expires_in"))?;
         let subject_token = form.require("subject_token")?;
         let subject_type = form.require("subject_token_type")?;
-        let task = match (subject_type, form.get("actor_token")) {
+        let (task, holder) = match (subject_type, form.get("actor_token")) {
             (TOKEN_TYPE_JWT, None) => {
                 let agent = self
                     .prove_active(subject_token, now, "subject_token")
                     .await?;
-                self.decide_begin(&agent.agent, &asked)?;
-                self.new_task(&agent, None, asked, now + ttl, jkt, Value::Null, now)
+                self.decide_begin(&agent.agent, &asked, 0)?;
+                let task = self.new_task(&agent, None, asked, now + ttl, jkt, Value::Null, now);
+                (task, agent.agent)
             }
             (TOKEN_TYPE_ACCESS, Some(actor_token)) => {
                 let actor_type = form.require("actor_token_type")?;
@@ -162,7 +162,7 @@ impl TokenService {
                 )));
             }
         };
-        self.issue(task, now).await
+        self.issue(task, &holder, now).await
     }
 
     fn token_request_proof(
@@ -227,47 +227,60 @@ impl TokenService {
         Ok(proven)
     }
 
-    /// The `[[tasks.allow]]` rules that name `agent`.
-    fn rules_for<'r>(&'r self, agent: &'r Agent) -> impl Iterator<Item = &'r TaskAllow> {
-        self.rules.allow.iter().filter(|rule| {
-            rule.agents
-                .iter()
-                .any(|m| m.matches(&agent.name, agent.team.as_deref()))
-        })
+    /// The `begin_task` decision: may `agent` begin a task with this grant?
+    fn decide_begin(&self, agent: &Agent, asked: &TaskGrant, depth: u32) -> Result<(), OAuthError> {
+        let policies = self.policies.current();
+        let decision = policies.begin_task(
+            &super::agent_facts(agent),
+            &super::task_facts("", asked, depth, 0),
+            &self.policies.situation(),
+        );
+        self.enforce("begin_task", &agent.name, &decision)
+            .map_err(OAuthError::invalid_details)
     }
 
-    /// The `begin_task` decision, from `[[tasks.allow]]` until Cedar policy decides it.
-    fn decide_begin(&self, agent: &Agent, asked: &TaskGrant) -> Result<(), OAuthError> {
-        let allowed: Vec<ToolPattern> = self
-            .rules_for(agent)
-            .flat_map(|rule| rule.tools.iter().cloned())
-            .collect();
-        for tool in &asked.tools {
-            if !covered_by(tool, &allowed) {
-                return Err(OAuthError::invalid_details(format!(
-                    "agent `{}` may not begin a task with `{tool}`: no `[[tasks.allow]]` rule grants it",
-                    agent.name
-                )));
-            }
-        }
-        Ok(())
+    /// The `delegate` decision: may the parent task's agent hand `child` to `delegate`?
+    fn decide_delegate(
+        &self,
+        parent_agent: &Agent,
+        delegate: &Agent,
+        parent: &super::LiveTask,
+        child: &TaskGrant,
+    ) -> Result<(), OAuthError> {
+        let policies = self.policies.current();
+        let decision = policies.delegate(
+            &super::agent_facts(parent_agent),
+            &super::agent_facts(delegate),
+            &parent.facts(),
+            &super::task_facts("", child, parent.task.depth + 1, 0),
+            &self.policies.situation(),
+        );
+        self.enforce(
+            "delegate",
+            &format!("{} to {}", parent_agent.name, delegate.name),
+            &decision,
+        )
+        .map_err(OAuthError::invalid_grant)
     }
 
-    /// The `delegate` decision: the parent's agent may delegate to this agent.
-    fn decide_delegate(&self, parent: &Agent, delegate: &Agent) -> Result<(), OAuthError> {
-        let may = self.rules_for(parent).any(|rule| {
-            rule.delegate_to
-                .iter()
-                .any(|m| m.matches(&delegate.name, delegate.team.as_deref()))
-        });
-        if may {
-            Ok(())
-        } else {
-            Err(OAuthError::invalid_grant(format!(
-                "agent `{}` may not delegate to agent `{}`: no `[[tasks.allow]]` rule lists it in `delegate_to`",
-                parent.name, delegate.name
-            )))
+    /// Turns a token-endpoint decision into a refusal text, or lets it pass (always, in
+    /// shadow mode, where the would-be refusal is only logged).
+    fn enforce(
+        &self,
+        action: &str,
+        who: &str,
+        decision: &writ_policy::Decision,
+    ) -> Result<(), String> {
+        if decision.is_allow() {
+            return Ok(());
         }
+        let described = crate::policy::describe(decision);
+        if !self.policies.enforcing() {
+            tracing::warn!(action, who, decision = %described, "shadow mode: policy would refuse this");
+            return Ok(());
+        }
+        tracing::info!(action, who, decision = %described, "policy refused");
+        Err(format!("policy refuses `{action}` for {who}: {described}"))
     }
 
     async fn delegate(
@@ -278,7 +291,7 @@ impl TokenService {
         ttl: i64,
         jkt: Option<String>,
         now: i64,
-    ) -> Result<Task, OAuthError> {
+    ) -> Result<(Task, Agent), OAuthError> {
         let parent_claims = self
             .writs
             .verify(&self.keys, parent_token, now)
@@ -321,12 +334,12 @@ impl TokenService {
                 parent_agent.name
             )));
         }
-        self.decide_delegate(&parent_agent, &delegate.agent)?;
         let grant = parent
             .grant
             .narrow(parent.calls(), asked)
             .map_err(|e| OAuthError::invalid_details(e.0))?;
-        self.decide_begin(&delegate.agent, &grant)?;
+        self.decide_delegate(&parent_agent, &delegate.agent, &parent, &grant)?;
+        self.decide_begin(&delegate.agent, &grant, depth)?;
         let expires_at = (now + ttl).min(parent.task.expires_at);
         // RFC 8693 section 4.1: the current actor on top, earlier actors nested beneath.
         // The root task's agent is the subject (`sub`), not an actor.
@@ -345,7 +358,7 @@ impl TokenService {
             now,
         );
         task.subject_id = parent.task.subject_id.clone();
-        Ok(task)
+        Ok((task, delegate.agent))
     }
 
     #[expect(clippy::too_many_arguments, reason = "one task record, field by field")]
@@ -366,6 +379,7 @@ impl TokenService {
             parent_id: parent.map(|p| p.id.clone()),
             depth: parent.map_or(0, |p| p.depth + 1),
             purpose: grant.purpose,
+            category: grant.category,
             tools: grant.tools.iter().map(ToString::to_string).collect(),
             data_classes: grant.data_classes,
             max_calls: grant.max_calls,
@@ -381,8 +395,8 @@ impl TokenService {
         }
     }
 
-    async fn issue(&self, task: Task, now: i64) -> Result<Value, OAuthError> {
-        let live = super::LiveTask::new(task.clone());
+    async fn issue(&self, task: Task, holder: &Agent, now: i64) -> Result<Value, OAuthError> {
+        let live = super::LiveTask::new(task.clone(), holder);
         let claims = WritClaims {
             iss: self.urls.issuer.clone(),
             sub: task.subject_id.clone(),
@@ -404,7 +418,7 @@ impl TokenService {
             .insert_task(&task)
             .await
             .map_err(|e| OAuthError::server_error("could not record the task", e))?;
-        self.remember_task(task.clone());
+        self.remember_task(task.clone(), holder);
         tracing::info!(task = %task.id, agent = %task.agent_id, parent = ?task.parent_id, "task begun");
         Ok(json!({
             "access_token": token,

@@ -26,10 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use writ_core::config::{Config, TaskRules, TokenConfig};
+use writ_core::config::{Config, TokenConfig};
 use writ_core::task::{TaskGrant, ToolPattern};
-use writ_store::{ChangeKind, Store, Task, TaskState};
+use writ_policy::{AgentFacts, TaskFacts};
+use writ_store::{Agent, ChangeKind, Store, Task, TaskState};
+
+use crate::policy::Policies;
 
 pub use dpop::ProofTarget;
 pub use identity::{SPIFFE_ISSUER, spiffe_trust_domain};
@@ -88,6 +92,8 @@ impl Urls {
 pub struct LiveTask {
     pub task: Task,
     pub grant: TaskGrant,
+    /// The agent holding the writ, as policy sees it.
+    pub agent: AgentFacts,
     state: Mutex<TaskState>,
     calls: AtomicU64,
     /// How many of `calls` the store already holds; the rest are added in batches.
@@ -95,9 +101,10 @@ pub struct LiveTask {
 }
 
 impl LiveTask {
-    fn new(task: Task) -> Self {
+    fn new(task: Task, agent: &Agent) -> Self {
         let grant = TaskGrant {
             purpose: task.purpose.clone(),
+            category: task.category.clone(),
             tools: task
                 .tools
                 .iter()
@@ -107,6 +114,7 @@ impl LiveTask {
             max_calls: task.max_calls,
         };
         Self {
+            agent: agent_facts(agent),
             state: Mutex::new(task.state),
             calls: AtomicU64::new(task.calls),
             stored_calls: AtomicU64::new(task.calls),
@@ -133,6 +141,35 @@ impl LiveTask {
 
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Acquire)
+    }
+
+    /// The task as policy sees it, with its calls so far.
+    pub fn facts(&self) -> TaskFacts {
+        task_facts(&self.task.id, &self.grant, self.task.depth, self.calls())
+    }
+}
+
+/// An agent as policy sees it.
+pub fn agent_facts(agent: &Agent) -> AgentFacts {
+    AgentFacts {
+        id: agent.id.clone(),
+        name: agent.name.clone(),
+        team: agent.team.clone(),
+        owner: agent.owner.clone(),
+    }
+}
+
+/// A task (or a requested one, with an empty id) as policy sees it.
+pub fn task_facts(id: &str, grant: &TaskGrant, depth: u32, calls: u64) -> TaskFacts {
+    TaskFacts {
+        id: id.to_owned(),
+        purpose: grant.purpose.clone(),
+        category: grant.category.clone(),
+        tools: grant.tools.iter().map(ToString::to_string).collect(),
+        data_classes: grant.data_classes.clone(),
+        depth,
+        calls,
+        max_calls: grant.max_calls,
     }
 }
 
@@ -178,7 +215,7 @@ pub enum TokenStartError {
 pub struct TokenService {
     pub urls: Urls,
     config: TokenConfig,
-    rules: TaskRules,
+    policies: Arc<Policies>,
     store: Arc<dyn Store>,
     keys: KeyRing,
     identities: Identities,
@@ -186,6 +223,8 @@ pub struct TokenService {
     writs: WritVerifier,
     tasks: Mutex<HashMap<String, Arc<LiveTask>>>,
     admin_token: Option<String>,
+    /// Tool pins an operator changed (`server.tool`), from the change feed.
+    pin_changes: broadcast::Sender<String>,
 }
 
 impl TokenService {
@@ -193,6 +232,7 @@ impl TokenService {
         config: &Config,
         base_url: &str,
         store: Arc<dyn Store>,
+        policies: Arc<Policies>,
     ) -> Result<Arc<Self>, TokenStartError> {
         let urls = Urls::new(base_url);
         let skew = config.tokens.clock_skew.as_secs();
@@ -205,9 +245,6 @@ impl TokenService {
                     .map_err(|e| TokenStartError::Admin(e.to_string()))?,
             ),
         };
-        if config.tasks.allow.is_empty() {
-            tracing::warn!("no `[[tasks.allow]]` rules: every task request will be refused");
-        }
         Ok(Arc::new(Self {
             identities: Identities::new(
                 config.identity.clone(),
@@ -224,12 +261,18 @@ impl TokenService {
             writs: WritVerifier::new(&urls.issuer, &urls.mcp, skew),
             urls,
             config: config.tokens.clone(),
-            rules: config.tasks.clone(),
+            policies,
             store,
             keys,
             tasks: Mutex::default(),
             admin_token,
+            pin_changes: broadcast::channel(256).0,
         }))
+    }
+
+    /// Tool pins changed by an operator, as `server.tool`.
+    pub fn pin_changes(&self) -> broadcast::Receiver<String> {
+        self.pin_changes.subscribe()
     }
 
     /// Follows the store's change feed and sweeps expired tasks until `shutdown`.
@@ -281,6 +324,9 @@ impl TokenService {
                     }
                 }
                 ChangeKind::Agent => {}
+                ChangeKind::Tool => {
+                    let _ = self.pin_changes.send(change.subject);
+                }
             }
         }
         seq
@@ -328,16 +374,28 @@ impl TokenService {
         if let Some(live) = self.tasks.lock().ok().and_then(|t| t.get(id).cloned()) {
             return Ok(Some(live));
         }
-        let task = self.store.task(id).await.map_err(|err| {
+        let unavailable = |err: writ_store::StoreError| {
             tracing::error!(%err, task = id, "could not read a task");
             Denied::Unavailable
-        })?;
-        Ok(task.map(|task| self.remember_task(task)))
+        };
+        let Some(task) = self.store.task(id).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let agent = self
+            .store
+            .agent(&task.agent_id)
+            .await
+            .map_err(unavailable)?
+            .filter(|a| a.id == task.agent_id)
+            .ok_or_else(|| {
+                Denied::InvalidToken(format!("the agent of task `{id}` is no longer registered"))
+            })?;
+        Ok(Some(self.remember_task(task, &agent)))
     }
 
-    fn remember_task(&self, task: Task) -> Arc<LiveTask> {
+    fn remember_task(&self, task: Task, agent: &Agent) -> Arc<LiveTask> {
         let id = task.id.clone();
-        let live = Arc::new(LiveTask::new(task));
+        let live = Arc::new(LiveTask::new(task, agent));
         match self.tasks.lock() {
             Ok(mut tasks) => tasks.entry(id).or_insert(live).clone(),
             Err(_) => live,

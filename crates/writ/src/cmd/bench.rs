@@ -18,6 +18,7 @@ use writ_core::config::{
     Config, HttpTransport, ServerConfig, SigningAlgorithm, ToolNames, Transport,
 };
 use writ_core::naming::ServerName;
+use writ_core::tools::{Access, Risk, ToolRule};
 use writ_gateway::Running;
 use writ_gateway::token::agent_key::AgentKey;
 use writ_gateway::token::client::{self, TaskRequest};
@@ -345,10 +346,14 @@ fn bench_config(
     data: &std::path::Path,
     auth: bool,
 ) -> anyhow::Result<Config> {
+    let policies = data.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    std::fs::write(policies.join("bench.cedar"), bench_policies(BENCH_POLICIES))?;
     let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"{}\"\n[store]\npath = \"{}\"\n[[tasks.allow]]\nagents = [\"bench\"]\ntools = [\"bench.*\"]\n",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"{}\"\n[store]\npath = \"{}\"\n[policy]\ndir = \"{}\"\n",
         if auth { "on" } else { "off" },
-        data.join("writ.db").display()
+        data.join("writ.db").display(),
+        policies.display()
     );
     let mut config = Config::parse(&text)?;
     config.gateway.tool_names = ToolNames::Bare;
@@ -359,8 +364,51 @@ fn bench_config(
             headers: Vec::new(),
         }),
         call_timeout: Duration::from_secs(30),
+        trusted: false,
+        pinning: true,
+        tools: vec![ToolRule {
+            name: "echo".into(),
+            access: Some(Access::Read),
+            risk: Some(Risk::Low),
+            data_classes: None,
+            groups: None,
+        }],
     });
     Ok(config)
+}
+
+/// How many Cedar policies the gateway decides with, as a deployment might have.
+const BENCH_POLICIES: usize = 100;
+
+/// `count` policies shaped like a real deployment's: the few that decide the bench's
+/// calls (read-only default, the bench agent's server, an approval rule, an
+/// export-hours rule) and many per-team, per-tool and per-server rules for other
+/// servers, which slicing by resource keeps out of the bench's decisions.
+fn bench_policies(count: usize) -> String {
+    let mut text = String::from(
+        "permit(principal, action == Writ::Action::\"begin_task\", resource);\n\
+         permit(principal, action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource) when { resource.access == \"read\" };\n\
+         permit(principal == Writ::Agent::\"bench\", action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource in Writ::Server::\"bench\");\n\
+         @approval(\"ops-leads\") forbid(principal, action == Writ::Action::\"call\", resource) when { resource.access == \"execute\" } unless { context.approved };\n\
+         forbid(principal, action == Writ::Action::\"call\", resource) when { context.environment == \"prod\" && resource.data_classes.contains(\"export\") && (context.time.weekday > 5 || context.time.hour < 8 || context.time.hour >= 18) };\n",
+    );
+    for i in 5..count {
+        let server = format!("s{}", i % 20);
+        text.push_str(&match i % 3 {
+            0 => format!(
+                "permit(principal in Writ::Team::\"team{}\", action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource == Writ::Tool::\"{server}.tool{i}\");\n",
+                i % 7
+            ),
+            1 => format!(
+                "forbid(principal, action == Writ::Action::\"call\", resource in Writ::Server::\"{server}\") when {{ resource.risk_level >= 3 && context.task.calls > {i} }};\n"
+            ),
+            _ => format!(
+                "forbid(principal, action == Writ::Action::\"call\", resource in Writ::ToolGroup::\"group{}\") when {{ context.arguments_omitted }};\n",
+                i % 11
+            ),
+        });
+    }
+    text
 }
 
 /// `clients` sessions sharing `calls` calls in a closed loop.

@@ -1,10 +1,12 @@
 //! `writ demo`: the gateway in front of three built-in MCP servers, nothing to install.
 //!
 //! The servers cover each access class: `notes.read` (read), `notes.write` (write),
-//! `ops.run` (execute) and `crm.export` (read, sensitive export). The demo starts them on
-//! loopback, puts Writ in front with a fresh store, registers an agent, and walks through
-//! a short tour as that agent would: prove who it is, begin a task, call within it and
-//! outside it, end it. Then it keeps serving so any MCP client can connect.
+//! `ops.run` (execute) and `crm.export` (read, customer data for export). The demo starts
+//! them on loopback, puts Writ in front with a fresh store and the example policy pack
+//! (`examples/policies`), registers two agents of different teams, and walks through a
+//! tour as they would: prove who they are, begin tasks, see different tool lists, get
+//! calls allowed, denied and held for approval, stray from a task and lose it. Then it
+//! keeps serving so any MCP client can connect.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,7 +50,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = demo_config(args.listen, &data, &servers)?;
     let store = super::open_store(&config).await?;
     let key_file = data.join("researcher.key");
-    let key = register_demo_agent(store.as_ref(), &key_file).await?;
+    let researcher =
+        register_demo_agent(store.as_ref(), "researcher", "research", &key_file).await?;
+    let operator = register_demo_agent(
+        store.as_ref(),
+        "operator",
+        "ops",
+        &data.join("operator.key"),
+    )
+    .await?;
     let running = Running::start(&config)
         .await
         .context("could not start the gateway")?;
@@ -59,10 +69,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let base = format!("http://{}", running.local_addr());
     println!("Writ is running at {url} in front of three demo servers: notes, ops, crm.");
     println!(
-        "Its state (agents, tasks, keys) is in {}.\n",
+        "Its state (agents, tasks, keys) and policies are in {}.\n",
         data.display()
     );
-    tour(&base, &key).await?;
+    tour(&base, &researcher, &operator).await?;
     if args.tour_only {
         running.shutdown(super::DRAIN).await;
         return Ok(());
@@ -116,16 +126,20 @@ path = "{store}"
 [tokens]
 ttl = "10m"
 
-# The researcher may begin tasks over the notes and the CRM; nobody may run ops.
-[[tasks.allow]]
-agents = ["team:research"]
-tools = ["notes.*", "crm.export"]
+# The example pack: read-only by default, writes by team, approval for execute.
+# `staging`, so the tour does not depend on the hour (`export` leaves only during
+# business hours in prod).
+[policy]
+dir = "{policies}"
+environment = "staging"
 "#,
-        store = data.join("writ.db").display()
+        store = data.join("writ.db").display(),
+        policies = write_policies(data)?.display(),
     );
     for (name, url) in servers {
         text.push_str(&format!(
-            "\n[[servers]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{url}\"\n"
+            "\n[[servers]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{url}\"\n{}",
+            server_facts(name)
         ));
     }
     let file = data.join("writ.toml");
@@ -134,16 +148,66 @@ tools = ["notes.*", "crm.export"]
     Config::parse(&text).map_err(|err| anyhow::anyhow!("demo config: {err}"))
 }
 
-/// Registers the demo agent `researcher` (team `research`) with a fresh Ed25519 key,
-/// kept in `key_file` so `writ task begin --key` can use it too.
+/// The example policy pack, as the binary carries it.
+const POLICY_PACK: &[(&str, &str)] = &[
+    (
+        "10-tasks.cedar",
+        include_str!("../../../../examples/policies/10-tasks.cedar"),
+    ),
+    (
+        "20-read-only-by-default.cedar",
+        include_str!("../../../../examples/policies/20-read-only-by-default.cedar"),
+    ),
+    (
+        "30-team-tools.cedar",
+        include_str!("../../../../examples/policies/30-team-tools.cedar"),
+    ),
+    (
+        "40-approvals.cedar",
+        include_str!("../../../../examples/policies/40-approvals.cedar"),
+    ),
+    (
+        "50-export-hours.cedar",
+        include_str!("../../../../examples/policies/50-export-hours.cedar"),
+    ),
+];
+
+fn write_policies(data: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = data.join("policies");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("could not create `{}`", dir.display()))?;
+    for (name, text) in POLICY_PACK {
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("could not write the policy `{name}`"))?;
+    }
+    Ok(dir)
+}
+
+/// What the operator says about each demo server's tools. The notes server is trusted,
+/// so its annotations classify its tools; the others are described here.
+fn server_facts(server: &str) -> &'static str {
+    match server {
+        "notes" => "trusted = true\n",
+        "ops" => "[[servers.tools]]\nname = \"run\"\naccess = \"execute\"\nrisk = \"high\"\n",
+        "crm" => {
+            "[[servers.tools]]\nname = \"export\"\naccess = \"read\"\nrisk = \"medium\"\ndata_classes = [\"customer\", \"export\"]\n"
+        }
+        _ => "",
+    }
+}
+
+/// Registers a demo agent of `team` with a fresh Ed25519 key, kept in `key_file` so
+/// `writ task begin --key` can use it too.
 async fn register_demo_agent(
     store: &dyn Store,
+    name: &str,
+    team: &str,
     key_file: &std::path::Path,
 ) -> anyhow::Result<AgentKey> {
     super::register_key_agent(
         store,
-        "researcher",
-        Some("research".into()),
+        name,
+        Some(team.into()),
         Some("demo".into()),
         SigningAlgorithm::EdDSA,
         Some(key_file),
@@ -151,9 +215,10 @@ async fn register_demo_agent(
     .await
 }
 
-/// Acts as an agent: prove who it is, begin a task, call within it and outside it, end it.
+/// Acts as two agents of different teams: prove who they are, begin tasks, see different
+/// lists, get calls allowed, denied and held for approval, stray from a task and lose it.
 #[expect(clippy::print_stdout, reason = "the tour is the command's output")]
-async fn tour(base: &str, key: &AgentKey) -> anyhow::Result<()> {
+async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow::Result<()> {
     let url = format!("{base}/mcp");
     let http = reqwest::Client::new();
     let anonymous = http
@@ -172,87 +237,143 @@ async fn tour(base: &str, key: &AgentKey) -> anyhow::Result<()> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("?")
     );
-    let request = TaskRequest {
-        purpose: "Summarise the launch plan from the notes".into(),
-        tools: vec!["notes.*".into()],
-        ttl: Some(600),
-        dpop: true,
-        ..TaskRequest::default()
-    };
-    let begun = client::begin_task(&http, base, key, &request)
-        .await
-        .map_err(|e| anyhow::anyhow!("the demo task was refused: {e}"))?;
+    let (research_writ, research) = begin(
+        base,
+        &url,
+        researcher,
+        "Summarise the launch plan from the notes",
+        &["notes.*", "ops.run"],
+    )
+    .await?;
     println!(
-        "2. Agent `researcher` ({}) signs an assertion with its own key and begins task {} \n   for `notes.*`: a {} writ for {} s, bound to its key (DPoP).",
-        key.agent_id, begun.task, begun.token_type, begun.expires_in
+        "2. Agent `researcher` (team research) signs an assertion with its own key and begins task {}\n   for `notes.*` and `ops.run`: a DPoP-bound writ for {} s.",
+        research_writ.task, research_writ.expires_in
     );
-    let client = TourClient::connect(&url, &begun.access_token, key).await?;
-    let tools = client.request("tools/list", json!({})).await?;
-    let names: Vec<&str> = tools
-        .pointer("/tools")
-        .unwrap_or(&Value::Null)
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.get("name").and_then(Value::as_str))
-        .collect();
+    let (ops_writ, ops) = begin(
+        base,
+        &url,
+        operator,
+        "Check the demo host",
+        &["notes.*", "ops.*"],
+    )
+    .await?;
     println!(
-        "3. tools/list shows only the task's tools: {}",
-        names.join(", ")
+        "3. Agent `operator` (team ops) begins task {} for `notes.*` and `ops.*`.",
+        ops_writ.task
     );
-    let wrote = client.request("tools/call", json!({ "name": "notes.write", "arguments": { "title": "plan", "body": "ship the gateway" } })).await?;
-    println!("4. notes.write (write)   → {}", first_text(&wrote));
-    let read = client
+    println!(
+        "4. Each sees what policy lets its team discover:\n   researcher: {}\n   operator:   {}",
+        tool_names(&research).await?.join(", "),
+        tool_names(&ops).await?.join(", ")
+    );
+    let wrote = research
         .request(
             "tools/call",
-            json!({ "name": "notes.read", "arguments": { "title": "plan" } }),
+            json!({ "name": "notes.write", "arguments": { "title": "plan", "body": "ship the gateway" } }),
         )
         .await?;
-    println!("5. notes.read (read)     → {}", first_text(&read));
-    let (status, outside) = client
+    println!(
+        "5. researcher → notes.write: allowed (policy research-writes-notes) → {}",
+        first_text(&wrote)
+    );
+    let (_, denied) = research
         .request_raw(
             "tools/call",
             json!({ "name": "ops.run", "arguments": { "operation": "uptime" } }),
         )
         .await?;
-    println!(
-        "6. ops.run (outside the task) → HTTP {status}: {}",
-        outside
-            .pointer("/error/message")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-    );
-    let (_, unknown) = client
+    println!("6. researcher → ops.run: {}", error_line(&denied));
+    let (_, held) = ops
+        .request_raw(
+            "tools/call",
+            json!({ "name": "ops.run", "arguments": { "operation": "uptime" } }),
+        )
+        .await?;
+    println!("7. operator → ops.run: {}", error_line(&held));
+    let (_, unknown) = research
         .request_raw(
             "tools/call",
             json!({ "name": "crm.delete_all", "arguments": {} }),
         )
         .await?;
     println!(
-        "7. crm.delete_all (not a tool) → refused before any server saw it: {}",
-        unknown
-            .pointer("/error/message")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
+        "8. researcher → crm.delete_all (not a tool): refused before any server saw it: {}",
+        error_line(&unknown)
     );
-    client::end_task(&http, base, &begun.access_token)
-        .await
-        .map_err(|e| anyhow::anyhow!("could not end the demo task: {e}"))?;
-    let (status, after) = client
+    let (status, strayed) = research
+        .request_raw(
+            "tools/call",
+            json!({ "name": "crm.export", "arguments": { "segment": "all" } }),
+        )
+        .await?;
+    println!(
+        "9. researcher → crm.export, outside its declared task: HTTP {status}: {}",
+        error_line(&strayed)
+    );
+    let (status, after) = research
         .request_raw(
             "tools/call",
             json!({ "name": "notes.read", "arguments": { "title": "plan" } }),
         )
         .await?;
     println!(
-        "8. The agent ends its task; the same writ now gets HTTP {status}: {}",
-        after
+        "10. The researcher's writ is dead after the deviation: HTTP {status}: {}",
+        error_line(&after)
+    );
+    client::end_task(&http, base, &ops_writ.access_token)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not end the operator's task: {e}"))?;
+    println!("11. The operator ends its task.");
+    println!("\nApproval and audit are the next stages of this same path.");
+    Ok(())
+}
+
+/// Begins a DPoP-bound task for `tools` as the agent holding `key` and opens a session.
+async fn begin<'k>(
+    base: &str,
+    url: &str,
+    key: &'k AgentKey,
+    purpose: &str,
+    tools: &[&str],
+) -> anyhow::Result<(client::Begun, TourClient<'k>)> {
+    let request = TaskRequest {
+        purpose: purpose.into(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        ttl: Some(600),
+        dpop: true,
+        ..TaskRequest::default()
+    };
+    let begun = client::begin_task(&reqwest::Client::new(), base, key, &request)
+        .await
+        .map_err(|e| anyhow::anyhow!("the demo task was refused: {e}"))?;
+    let session = TourClient::connect(url, &begun.access_token, key).await?;
+    Ok((begun, session))
+}
+
+async fn tool_names(client: &TourClient<'_>) -> anyhow::Result<Vec<String>> {
+    let tools = client.request("tools/list", json!({})).await?;
+    Ok(tools
+        .pointer("/tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
+/// A JSON-RPC error as `message [code]`.
+fn error_line(answer: &Value) -> String {
+    format!(
+        "{} [{}]",
+        answer
             .pointer("/error/message")
             .and_then(Value::as_str)
-            .unwrap_or("?")
-    );
-    println!("\nLater steps of Writ add Cedar policy, approval and audit to this same path.");
-    Ok(())
+            .unwrap_or("?"),
+        answer
+            .pointer("/error/code")
+            .and_then(Value::as_i64)
+            .unwrap_or_default()
+    )
 }
 
 fn first_text(result: &Value) -> String {

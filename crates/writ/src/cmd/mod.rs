@@ -2,8 +2,10 @@ pub mod agent;
 pub mod bench;
 pub mod demo;
 pub mod keys;
+pub mod policy;
 pub mod serve;
 pub mod task;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,7 +32,8 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    /// Reads and parses the file; the store path becomes relative to the file's folder.
+    /// Reads and parses the file; the store path and policy folder become relative to the
+    /// file's folder.
     pub fn load(&self) -> anyhow::Result<Config> {
         load_config(&self.config)
     }
@@ -50,9 +53,12 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
         .with_context(|| format!("could not read `{}`", path.display()))?;
     let mut config =
         Config::parse(&text).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
     if config.store.path.is_relative() {
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
         config.store.path = base.join(&config.store.path);
+    }
+    if config.policy.dir.is_relative() {
+        config.policy.dir = base.join(&config.policy.dir);
     }
     Ok(config)
 }
