@@ -273,7 +273,7 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         )
         .await?;
     println!(
-        "5. researcher → notes.write: allowed (policy research-writes-notes) → {}",
+        "5. researcher → notes.write: allowed → {}",
         first_text(&wrote)
     );
     let (_, denied) = research
