@@ -414,7 +414,7 @@ fn agent_with_its_key_file_through_writ(binding: Binding) {
         Auth::On,
         "",
         &format!(
-            "[store]\npath = \"writ.db\"\n\n{}[[tasks.allow]]\nagents = [\"py-agent\"]\ntools = [\"everything.*\"]\n\n{}",
+            "[store]\npath = \"writ.db\"\n\n{}{}",
             // With DPoP, Writ also demands its own nonces: the CLI and the Python client
             // must each retry once with the nonce Writ sends.
             if binding == Binding::Dpop {
@@ -424,6 +424,11 @@ fn agent_with_its_key_file_through_writ(binding: Binding) {
             },
             everything_stdio_toml(&kit)
         ),
+    );
+    write_policies(
+        &config,
+        "permit (principal, action == Writ::Action::\"begin_task\", resource);\n\
+         permit (principal in Writ::Team::\"interop\", action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource in Writ::Server::\"everything\");\n",
     );
     let key = config.with_file_name("py-agent.json");
     let (config, key) = (config.to_str().unwrap(), key.to_str().unwrap());
@@ -498,10 +503,12 @@ fn agent_with_its_key_file_through_writ(binding: Binding) {
         ]
         .concat(),
     );
+    // Outside the task is a deviation: refused, and the task is revoked at once.
     assert!(
         outside.contains("HTTP 403")
             && outside.contains("insufficient_scope")
-            && outside.contains("`everything.get-sum` is outside task"),
+            && outside.contains("`everything.get-sum` is outside task")
+            && outside.contains("so the task is revoked"),
         "{binding:?}: {outside}"
     );
     if binding == Binding::Dpop {
@@ -516,14 +523,159 @@ fn agent_with_its_key_file_through_writ(binding: Binding) {
             "{as_bearer}"
         );
     }
+    let revoked = client_failure(&kit, "client.py", &url, &[&auth[..], &once, &echo].concat());
+    assert!(
+        revoked.contains("HTTP 401") && revoked.contains("is revoked; begin a new task"),
+        "{binding:?}: {revoked}"
+    );
+    // Ending a task that is already over is not an error.
     writ(&[
         "task", "--config", config, "end", "--url", base, "--token", &token,
     ]);
-    let ended = client_failure(&kit, "client.py", &url, &[&auth[..], &once, &echo].concat());
-    assert!(
-        ended.contains("HTTP 401") && ended.contains("is completed; begin a new task"),
-        "{binding:?}: {ended}"
+}
+
+/// Writes `policy` as the only file of the policy folder beside `config` (`[policy] dir`
+/// defaults to `policies` next to `writ.toml`).
+fn write_policies(config: &Path, policy: &str) {
+    let dir = config.with_file_name("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("interop.cedar"), policy).unwrap();
+}
+
+/// Two agents of different teams, each with a task over all of server-everything, use
+/// the official Python SDK through one Writ: policy shows each only its team's tool, lets
+/// each call it, and refuses the other team's tool even though the task names it.
+#[test]
+fn two_teams_see_and_call_different_tools_through_the_python_sdk() {
+    let Some(kit) = kit() else { return };
+    let mut processes = Processes::default();
+    let config = writ_config(
+        Auth::On,
+        "",
+        &format!(
+            "[store]\npath = \"writ.db\"\n\n{}",
+            everything_stdio_toml(&kit)
+        ),
     );
+    write_policies(
+        &config,
+        r#"
+permit (principal, action == Writ::Action::"begin_task", resource);
+
+@id("echoers-echo")
+permit (
+  principal in Writ::Team::"echoers",
+  action in [Writ::Action::"discover", Writ::Action::"call"],
+  resource == Writ::Tool::"everything.echo"
+);
+
+@id("adders-add")
+permit (
+  principal in Writ::Team::"adders",
+  action in [Writ::Action::"discover", Writ::Action::"call"],
+  resource == Writ::Tool::"everything.get-sum"
+);
+"#,
+    );
+    let config_text = config.to_str().unwrap();
+    let url = writ_serve_config(&config, &mut processes);
+    let base = url.strip_suffix("/mcp").unwrap();
+    let mut writs = Vec::new();
+    for (agent, team) in [("echo-agent", "echoers"), ("sum-agent", "adders")] {
+        let key = config.with_file_name(format!("{agent}.json"));
+        let key = key.to_str().unwrap();
+        writ(&[
+            "agent",
+            "--config",
+            config_text,
+            "create",
+            agent,
+            "--team",
+            team,
+            "--out",
+            key,
+        ]);
+        writs.push(writ(&[
+            "task",
+            "--config",
+            config_text,
+            "begin",
+            "--url",
+            base,
+            "--key",
+            key,
+            "--purpose",
+            "interop: one team's tool",
+            "--tool",
+            "everything.*",
+        ]));
+    }
+    let (echo_writ, sum_writ) = (writs[0].as_str(), writs[1].as_str());
+    let echo = client(
+        &kit,
+        "client.py",
+        &url,
+        &[
+            "--token",
+            echo_writ,
+            "--call",
+            "everything.echo",
+            "--args",
+            r#"{"message": "team"}"#,
+        ],
+    );
+    assert_eq!(tool_names(&echo), ["everything.echo"], "{echo}");
+    assert_eq!(text_of(&echo["call"]), "Echo: team", "{echo}");
+    let sum = client(
+        &kit,
+        "client.py",
+        &url,
+        &[
+            "--token",
+            sum_writ,
+            "--call",
+            "everything.get-sum",
+            "--args",
+            r#"{"a": 2, "b": 3}"#,
+        ],
+    );
+    assert_eq!(tool_names(&sum), ["everything.get-sum"], "{sum}");
+    assert!(text_of(&sum["call"]).contains('5'), "{sum}");
+    // Within its task, but not its team's tool: a policy denial, not a deviation.
+    let denied = client_failure(
+        &kit,
+        "client.py",
+        &url,
+        &[
+            "--token",
+            sum_writ,
+            "--protocol-version",
+            "2026-07-28",
+            "--call",
+            "everything.echo",
+            "--args",
+            r#"{"message": "not mine"}"#,
+        ],
+    );
+    assert!(
+        denied.contains("call to `everything.echo` denied: no policy permits `call` here"),
+        "{denied}"
+    );
+    // The denial did not cost the task: the same writ still works.
+    let again = client(
+        &kit,
+        "client.py",
+        &url,
+        &[
+            "--token",
+            sum_writ,
+            "--call",
+            "everything.get-sum",
+            "--args",
+            r#"{"a": 1, "b": 1}"#,
+        ],
+    );
+    assert!(text_of(&again["call"]).contains('2'), "{again}");
 }
 
 #[test]
