@@ -74,19 +74,6 @@ impl Policies {
         Ok(policies)
     }
 
-    /// A fixed set, never reloaded (for tests and tools that decide once).
-    pub fn fixed(engine: Engine, mode: PolicyMode, environment: &str) -> Arc<Self> {
-        let policies = Arc::new(Self {
-            dir: PathBuf::new(),
-            mode,
-            environment: environment.to_owned(),
-            current: RwLock::new(Arc::new(Engine::empty())),
-            seen: Mutex::default(),
-        });
-        policies.install(engine);
-        policies
-    }
-
     fn install(&self, engine: Engine) {
         if engine.is_empty() {
             tracing::error!(
