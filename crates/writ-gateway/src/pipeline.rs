@@ -225,12 +225,15 @@ impl<'g> Screen<'g> {
         if let Some(held) = &tool.held {
             return Some(format!("held back: {held}"));
         }
-        let (server, name) = tool.facts.name.split_once('.')?;
-        if !caller.task.grant.allows_tool(server, name) {
-            return Some("outside the task's tools".into());
+        // What calling it would be a deviation for is not offered in the first place.
+        if let Some(strayed) = deviation(caller, tool, &tool.facts.name) {
+            return Some(strayed);
         }
-        let engine = self.engine.as_ref()?;
-        let (situation, task) = (self.situation.as_ref()?, self.task.as_ref()?);
+        let (Some(engine), Some(situation), Some(task)) =
+            (&self.engine, &self.situation, &self.task)
+        else {
+            return Some("Writ has no policy set to decide with".into());
+        };
         let decision = engine.discover(&caller.task.agent, &tool.facts, task, situation);
         if decision.is_allow() {
             return None;
@@ -304,11 +307,16 @@ async fn call_tool(
 fn check_pin(tool: &KnownTool, exposed: &str) -> Result<(), GatewayError> {
     match &tool.held {
         None => Ok(()),
-        Some(why) => Err(GatewayError::client(
-            StatusCode::OK,
-            writ_code::TOOL_HELD,
-            format!("tool `{exposed}` is held back: {why}"),
-        )),
+        Some(why) => Err(GatewayError::Client {
+            status: StatusCode::OK,
+            code: writ_code::TOOL_HELD,
+            message: format!("tool `{exposed}` is held back: {why}"),
+            data: Some(serde_json::json!({
+                "decision": "held",
+                "tool": tool.facts.name,
+                "reasons": [why],
+            })),
+        }),
     }
 }
 
@@ -340,7 +348,10 @@ async fn check_intent(
             .end_task(&task.task.id, TaskState::Revoked, &reason)
             .await
         {
-            Ok(ended) if ended.len() > 1 => message.push_str(&format!(
+            Ok(ended) if ended.len() == 2 => {
+                message.push_str(", so the task and the one task delegated from it are revoked")
+            }
+            Ok(ended) if ended.len() > 2 => message.push_str(&format!(
                 ", so the task and the {} tasks delegated from it are revoked",
                 ended.len() - 1
             )),
@@ -357,8 +368,7 @@ async fn check_intent(
 /// How a call strays from its task, if it does.
 fn deviation(caller: &Caller, tool: &KnownTool, exposed: &str) -> Option<String> {
     let task = &caller.task;
-    let (server, name) = tool.facts.name.split_once('.')?;
-    if !task.grant.allows_tool(server, name) {
+    if !task.grant.allows_tool(&tool.facts.server, &tool.tool) {
         return Some(format!(
             "tool `{exposed}` is outside task `{}` (its tools: {})",
             task.task.id,
@@ -389,8 +399,9 @@ fn check_policy(
     tool: &KnownTool,
     arguments: Option<&Value>,
 ) -> Result<(), GatewayError> {
+    // An authenticated caller always has a policy set to answer to; without one, refuse.
     let Some(policies) = &gateway.policies else {
-        return Ok(());
+        return Err(GatewayError::Denied(Denied::Unavailable));
     };
     let decision = policies.current().call(
         &caller.task.agent,

@@ -39,7 +39,9 @@ impl Fingerprint {
             .filter_map(Result::ok)
             .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
             .filter_map(|e| {
-                let meta = e.metadata().ok()?;
+                // Through symlinks: a mounted folder (a Kubernetes ConfigMap) swaps the
+                // links' targets, and the links themselves never change.
+                let meta = std::fs::metadata(e.path()).ok()?;
                 Some((e.path(), meta.len(), meta.modified().ok()))
             })
             .collect();

@@ -22,6 +22,8 @@ use writ_store::{Store, ToolPin};
 #[derive(Debug)]
 pub struct KnownTool {
     pub facts: ToolFacts,
+    /// The upstream's own name of the tool (`facts.name` is `server.tool`).
+    pub tool: String,
     /// The pin hash of the definition the catalog holds (`None` when not pinned).
     hash: Option<String>,
     /// Why the tool is held back, when it is.
@@ -95,7 +97,12 @@ impl ToolRegistry {
             };
             entries.push((
                 tool.exposed.to_owned(),
-                Arc::new(KnownTool { facts, hash, held }),
+                Arc::new(KnownTool {
+                    facts,
+                    tool: tool.name.to_owned(),
+                    hash,
+                    held,
+                }),
             ));
         }
         if let Ok(mut known) = self.known.write() {
@@ -193,6 +200,7 @@ impl ToolRegistry {
                 tracing::info!(tool = %facts_name, "tool definition accepted; no longer held");
                 *entry = Arc::new(KnownTool {
                     facts: entry.facts.clone(),
+                    tool: entry.tool.clone(),
                     hash: entry.hash.clone(),
                     held: None,
                 });
