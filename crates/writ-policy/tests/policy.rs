@@ -27,6 +27,11 @@ fn source(name: &str, text: &str) -> Source {
     }
 }
 
+/// Why a one-file policy set was refused.
+fn refused(name: &str, text: &str) -> String {
+    Engine::load(&[source(name, text)]).unwrap_err().to_string()
+}
+
 fn agent(name: &str, team: Option<&str>) -> AgentFacts {
     AgentFacts {
         id: format!("agt_{name}"),
@@ -127,12 +132,10 @@ fn a_syntax_error_names_the_file_and_line() {
 
 #[test]
 fn a_schema_violation_names_the_policy() {
-    let err = Engine::load(&[source(
+    let err = refused(
         "typo.cedar",
         "@id(\"reads\")\npermit(principal, action == Writ::Action::\"call\", resource)\nwhen { resource.acess == \"read\" };",
-    )])
-    .unwrap_err()
-    .to_string();
+    );
     assert!(err.contains("typo.cedar:"), "{err}");
     assert!(
         err.contains("policy `reads` does not fit Writ's schema"),
@@ -143,12 +146,10 @@ fn a_schema_violation_names_the_policy() {
 
 #[test]
 fn an_unknown_entity_type_is_refused() {
-    let err = Engine::load(&[source(
+    let err = refused(
         "users.cedar",
         "permit(principal == Writ::User::\"alice\", action, resource);",
-    )])
-    .unwrap_err()
-    .to_string();
+    );
     assert!(err.contains("users.cedar:1"), "{err}");
     assert!(err.contains("Writ::User"), "{err}");
 }
@@ -156,12 +157,10 @@ fn an_unknown_entity_type_is_refused() {
 #[test]
 fn an_unknown_context_field_for_the_action_is_refused() {
     // `approved` exists for `call` only; a discover policy cannot read it.
-    let err = Engine::load(&[source(
+    let err = refused(
         "x.cedar",
         "permit(principal, action == Writ::Action::\"discover\", resource) when { context.approved };",
-    )])
-    .unwrap_err()
-    .to_string();
+    );
     assert!(err.contains("approved"), "{err}");
 }
 
@@ -174,19 +173,15 @@ fn duplicate_ids_templates_and_misplaced_approvals_are_refused() {
     .unwrap_err()
     .to_string();
     assert!(twice.contains("b.cedar: policy `p`"), "{twice}");
-    let template = Engine::load(&[source(
+    let template = refused(
         "t.cedar",
         "permit(principal == ?principal, action, resource);",
-    )])
-    .unwrap_err()
-    .to_string();
+    );
     assert!(template.contains("templates"), "{template}");
-    let approval = Engine::load(&[source(
+    let approval = refused(
         "p.cedar",
         "@approval(\"security\") permit(principal, action, resource);",
-    )])
-    .unwrap_err()
-    .to_string();
+    );
     assert!(approval.contains("only applies to `forbid`"), "{approval}");
 }
 
