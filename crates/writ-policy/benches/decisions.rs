@@ -65,7 +65,7 @@ struct Universe {
 }
 
 impl Universe {
-    /// Grows with the set: about 2.5 tool-scoped policies per tool at every size.
+    /// Grows with the set: about two tool-scoped policies per tool (fewer at 10).
     fn for_policies(n: usize) -> Self {
         Self {
             servers: (n / 25).clamp(2, 40),
@@ -143,8 +143,9 @@ impl Universe {
             count += 1;
         }
         let rest = n - count;
-        let by_server = rest * 15 / 100;
-        let by_group = rest / 10;
+        // At least one of each, so even the smallest set has every kind.
+        let by_server = (rest * 15 / 100).max(1).min(rest);
+        let by_group = (rest / 10).max(1).min(rest - by_server);
         let by_tool = rest - by_server - by_group;
         for k in 0..by_tool {
             let target = if k == 0 {
