@@ -171,23 +171,31 @@ fn list(
 struct Screen<'g> {
     gateway: &'g Gateway,
     caller: Option<&'g Caller>,
-    /// One policy set for the whole list, even if a reload lands halfway through.
-    engine: Option<std::sync::Arc<writ_policy::Engine>>,
-    situation: Option<writ_policy::Situation>,
-    task: Option<writ_policy::TaskFacts>,
+    /// One policy set for the whole list, even if a reload lands halfway through, and
+    /// the context every tool's `discover` shares.
+    policy: Option<(
+        std::sync::Arc<writ_policy::Engine>,
+        Result<writ_policy::ListContext, writ_policy::FactsError>,
+    )>,
     shown: usize,
     hidden: Vec<(String, String)>,
 }
 
 impl<'g> Screen<'g> {
     fn new(gateway: &'g Gateway, caller: Option<&'g Caller>) -> Self {
-        let policies = gateway.policies.as_ref().filter(|_| caller.is_some());
+        let policy = gateway
+            .policies
+            .as_ref()
+            .zip(caller)
+            .map(|(policies, caller)| {
+                let engine = policies.current();
+                let context = engine.list_context(&caller.task.facts(), &policies.situation());
+                (engine, context)
+            });
         Self {
             gateway,
             caller,
-            engine: policies.map(|p| p.current()),
-            situation: policies.map(|p| p.situation()),
-            task: caller.map(|c| c.task.facts()),
+            policy,
             shown: 0,
             hidden: Vec::new(),
         }
@@ -229,12 +237,15 @@ impl<'g> Screen<'g> {
         if let Some(strayed) = deviation(caller, tool, &tool.facts.name) {
             return Some(strayed);
         }
-        let (Some(engine), Some(situation), Some(task)) =
-            (&self.engine, &self.situation, &self.task)
-        else {
-            return Some("Writ has no policy set to decide with".into());
+        let decision = match &self.policy {
+            Some((engine, Ok(context))) => {
+                engine.discover_in(&caller.task.agent, &tool.facts, context)
+            }
+            Some((_, Err(e))) => {
+                return Some(format!("the request could not be put to policy: {e}"));
+            }
+            None => return Some("Writ has no policy set to decide with".into()),
         };
-        let decision = engine.discover(&caller.task.agent, &tool.facts, task, situation);
         if decision.is_allow() {
             return None;
         }

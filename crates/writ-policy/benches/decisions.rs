@@ -395,11 +395,12 @@ fn list_universe() -> (Vec<ToolFacts>, Vec<Source>) {
 }
 
 /// The `tools/list` filter: how many of the tools the agent may see.
+/// What a `tools/list` filter does: one context for the list, one decision per tool.
 fn list(engine: &Engine, tools: &[ToolFacts], agent: &AgentFacts, task: &TaskFacts) -> usize {
-    let situation = prod();
+    let context = engine.list_context(task, &prod()).unwrap();
     tools
         .iter()
-        .filter(|tool| engine.discover(agent, tool, task, &situation).is_allow())
+        .filter(|tool| engine.discover_in(agent, tool, &context).is_allow())
         .count()
 }
 

@@ -4,6 +4,7 @@
 //! so a test case is decided exactly as a live request would be.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use cedar_policy::{
     Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression as Expr,
@@ -75,10 +76,32 @@ fn fail(what: &str) -> impl Fn(String) -> FactsError + '_ {
     move |e| FactsError(format!("{what}: {e}"))
 }
 
+/// The entity types of Writ's schema, parsed once (Cedar's parser is not free).
+const KINDS: [&str; 9] = [
+    "Agent",
+    "Team",
+    "Server",
+    "ToolGroup",
+    "Tool",
+    "Task",
+    "Arguments",
+    "ArgumentNumbers",
+    "Action",
+];
+
 pub(crate) fn uid(kind: &str, id: &str) -> Result<EntityUid, FactsError> {
-    let name: EntityTypeName = format!("Writ::{kind}")
-        .parse()
-        .map_err(|e: cedar_policy::ParseErrors| FactsError(e.to_string()))?;
+    static TYPES: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
+    let types = TYPES.get_or_init(|| {
+        KINDS
+            .iter()
+            .filter_map(|k| Some((*k, format!("Writ::{k}").parse().ok()?)))
+            .collect()
+    });
+    let name = types.get(kind).cloned().ok_or_else(|| {
+        FactsError(format!(
+            "`Writ::{kind}` is not an entity type of Writ's schema"
+        ))
+    })?;
     Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
 }
 
@@ -104,14 +127,13 @@ impl AgentFacts {
         uid("Agent", &self.name)
     }
 
-    pub(crate) fn entities(&self) -> Result<Vec<Entity>, FactsError> {
-        let mut parents = Vec::new();
-        let mut out = Vec::new();
-        if let Some(team) = &self.team {
-            let team = uid("Team", team)?;
-            parents.push(team.clone());
-            out.push(Entity::new_no_attrs(team, Default::default()));
-        }
+    /// The agent's entity. Its team is a parent only: `principal in Writ::Team::"t"` needs
+    /// the agent's ancestors, not a team entity in the store.
+    pub(crate) fn entity(&self) -> Result<Entity, FactsError> {
+        let parents = match &self.team {
+            Some(team) => vec![uid("Team", team)?],
+            None => Vec::new(),
+        };
         let attrs = [
             ("id".to_owned(), text(&self.id)),
             ("team".to_owned(), text(self.team.as_deref().unwrap_or(""))),
@@ -120,11 +142,8 @@ impl AgentFacts {
                 text(self.owner.as_deref().unwrap_or("")),
             ),
         ];
-        out.push(
-            Entity::new_with_tags(self.uid()?, attrs, parents, [])
-                .map_err(|e| fail("agent")(e.to_string()))?,
-        );
-        Ok(out)
+        Entity::new_with_tags(self.uid()?, attrs, parents, [])
+            .map_err(|e| fail("agent")(e.to_string()))
     }
 }
 
@@ -133,35 +152,22 @@ impl ToolFacts {
         uid("Tool", &self.name)
     }
 
-    pub(crate) fn entities(&self) -> Result<Vec<Entity>, FactsError> {
-        let server = uid("Server", &self.server)?;
-        let mut parents = vec![server.clone()];
-        let mut out = vec![
-            Entity::new_with_tags(
-                server,
-                [("trusted".to_owned(), Expr::new_bool(self.trusted))],
-                [],
-                [],
-            )
-            .map_err(|e| fail("server")(e.to_string()))?,
-        ];
+    /// The tool's entity, with its server and groups as parents.
+    pub(crate) fn entity(&self) -> Result<Entity, FactsError> {
+        let mut parents = vec![uid("Server", &self.server)?];
         for group in &self.class.groups {
-            let group = uid("ToolGroup", group)?;
-            parents.push(group.clone());
-            out.push(Entity::new_no_attrs(group, Default::default()));
+            parents.push(uid("ToolGroup", group)?);
         }
         let attrs = [
             ("server".to_owned(), text(&self.server)),
+            ("server_trusted".to_owned(), Expr::new_bool(self.trusted)),
             ("access".to_owned(), text(self.class.access.as_str())),
             ("risk".to_owned(), text(self.class.risk.as_str())),
             ("risk_level".to_owned(), long(self.class.risk.level())),
             ("data_classes".to_owned(), set(&self.class.data_classes)),
         ];
-        out.push(
-            Entity::new_with_tags(self.uid()?, attrs, parents, [])
-                .map_err(|e| fail("tool")(e.to_string()))?,
-        );
-        Ok(out)
+        Entity::new_with_tags(self.uid()?, attrs, parents, [])
+            .map_err(|e| fail("tool")(e.to_string()))
     }
 }
 
@@ -229,20 +235,38 @@ fn context(fields: Vec<(&'static str, Expr)>) -> Result<Context, FactsError> {
         .map_err(|e| FactsError(format!("context: {e}")))
 }
 
-/// `discover` and `call` share everything but the arguments.
-pub(crate) fn tool_request(
+/// What a `call` adds to the context of a `discover`.
+pub(crate) struct CallFacts<'a> {
+    pub arguments: Option<&'a Value>,
+    pub approved: bool,
+    /// False when no policy that could decide reads the arguments: they are then left
+    /// out (the flag `arguments_omitted` is still computed and given).
+    pub give_arguments: bool,
+}
+
+/// The context of `discover` and `call`. The agent and tool entities are not made here:
+/// they are built once per slice and kept with it.
+pub(crate) fn tool_context(task: &TaskFacts, situation: &Situation) -> Result<Context, FactsError> {
+    context(situation.common(task)?)
+}
+
+/// A `call`: its context, and the argument entities when they are given.
+pub(crate) fn call_request(
     agent: &AgentFacts,
     tool: &ToolFacts,
     task: &TaskFacts,
     situation: &Situation,
-    call: Option<(Option<&Value>, bool)>,
+    call: &CallFacts<'_>,
 ) -> Result<Built, FactsError> {
     let mut fields = situation.common(task)?;
-    let mut entities = agent.entities()?;
-    entities.extend(tool.entities()?);
-    if let Some((arguments, approved)) = call {
-        let leaves = arguments.map(flatten).unwrap_or(Some(Leaves::default()));
-        let omitted = leaves.is_none();
+    let mut entities = Vec::new();
+    let leaves = call
+        .arguments
+        .map(flatten)
+        .unwrap_or(Some(Leaves::default()));
+    fields.push(("arguments_omitted", Expr::new_bool(leaves.is_none())));
+    fields.push(("approved", Expr::new_bool(call.approved)));
+    if call.give_arguments {
         let leaves = leaves.unwrap_or_default();
         let arguments = uid("Arguments", "call")?;
         let numbers = uid("ArgumentNumbers", "call")?;
@@ -256,8 +280,6 @@ pub(crate) fn tool_request(
         );
         fields.push(("arguments", Expr::new_entity_uid(arguments)));
         fields.push(("argument_numbers", Expr::new_entity_uid(numbers)));
-        fields.push(("arguments_omitted", Expr::new_bool(omitted)));
-        fields.push(("approved", Expr::new_bool(approved)));
     }
     Ok(Built {
         principal: agent.uid()?,
@@ -273,8 +295,10 @@ pub(crate) fn begin_task_request(
     situation: &Situation,
 ) -> Result<Built, FactsError> {
     let resource = uid("Task", if task.id.is_empty() { "new" } else { &task.id })?;
-    let mut entities = agent.entities()?;
-    entities.push(Entity::new_no_attrs(resource.clone(), Default::default()));
+    let entities = vec![
+        agent.entity()?,
+        Entity::new_no_attrs(resource.clone(), Default::default()),
+    ];
     Ok(Built {
         principal: agent.uid()?,
         resource,
@@ -292,14 +316,9 @@ pub(crate) fn delegate_request(
 ) -> Result<Built, FactsError> {
     let mut fields = situation.common(child)?;
     fields.push(("parent", parent.to_cedar()?));
-    let mut entities = agent.entities()?;
+    let mut entities = vec![agent.entity()?];
     if delegate.name != agent.name {
-        for entity in delegate.entities()? {
-            // Both agents may share a team entity; keep one.
-            if !entities.iter().any(|e| e.uid() == entity.uid()) {
-                entities.push(entity);
-            }
-        }
+        entities.push(delegate.entity()?);
     }
     Ok(Built {
         principal: agent.uid()?,

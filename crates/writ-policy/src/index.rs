@@ -1,19 +1,30 @@
 //! Slicing the policy set so a decision evaluates only policies that can apply to it.
 //!
-//! A policy's scope names at most one action set and one resource constraint. For the
-//! tool actions (`discover`, `call`) a policy applies to a tool when its resource scope is
-//! open, names the tool, or names a server or group the tool is in. Those three maps and
-//! the open list give each (action, tool) its slice; the slice is built once, on first
-//! use, and kept until the set is replaced. `begin_task` and `delegate` are rare (one per
-//! token request) and use every policy of their action.
+//! A policy's scope names at most one action set, one principal constraint and one
+//! resource constraint. For the tool actions (`discover`, `call`) a policy applies to a
+//! request when its action scope admits the action, its principal scope can hold the
+//! agent (open, the agent itself, the agent's team), and its resource scope is open,
+//! names the tool, or names the tool's server or one of its groups. The resource maps
+//! below find the candidates; the principal check drops other agents' and teams'
+//! policies. A slice is built on first use for one (action, agent, tool) and kept, with
+//! the agent's and the tool's Cedar entities, until the set is replaced; the cache is
+//! bounded. `begin_task` and `delegate` are rare (one per token request) and use every
+//! policy of their action.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, ResourceConstraint};
+use cedar_policy::{
+    ActionConstraint, Entities, Entity, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    ResourceConstraint,
+};
 
 use crate::Action;
-use crate::facts::ToolFacts;
+use crate::facts::{AgentFacts, FactsError, ToolFacts};
+
+/// More cached slices than this and the cache starts over: a bound on memory when many
+/// agents meet many tools, at the cost of rebuilding the slices in use.
+const MAX_SLICES: usize = 16_384;
 
 /// Which policies of one action apply to which resources.
 #[derive(Debug, Default)]
@@ -27,10 +38,24 @@ struct ActionIndex {
     all: Vec<Policy>,
 }
 
+/// The policies one request can meet, and the entities every such request needs.
+#[derive(Debug)]
+pub(crate) struct Slice {
+    pub policies: PolicySet,
+    /// The agent's and the tool's entities.
+    pub entities: Vec<Entity>,
+    /// The same, ready for Cedar: requests that bring no entities of their own use it
+    /// as it is.
+    pub store: Entities,
+    /// Whether any policy here reads the call's arguments (`context.arguments`,
+    /// `context.argument_numbers`); when none does, they are not built.
+    pub reads_arguments: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Index {
     actions: HashMap<Action, ActionIndex>,
-    slices: RwLock<HashMap<(Action, String), Arc<PolicySet>>>,
+    slices: RwLock<HashMap<(Action, String), Arc<Slice>>>,
     whole: HashMap<Action, Arc<PolicySet>>,
 }
 
@@ -76,31 +101,47 @@ impl Index {
         self.whole.get(&action).cloned().unwrap_or_default()
     }
 
-    /// The policies of `action` that can apply to `tool`.
-    pub(crate) fn slice(&self, action: Action, tool: &ToolFacts) -> Arc<PolicySet> {
-        let key = (action, slice_key(tool));
+    /// The policies of `action` that can apply to `agent` using `tool`.
+    pub(crate) fn slice(
+        &self,
+        action: Action,
+        agent: &AgentFacts,
+        tool: &ToolFacts,
+    ) -> Result<Arc<Slice>, FactsError> {
+        let key = (action, slice_key(agent, tool));
         if let Some(slice) = self
             .slices
             .read()
             .ok()
             .and_then(|slices| slices.get(&key).cloned())
         {
-            return slice;
+            return Ok(slice);
         }
-        let Some(index) = self.actions.get(&action) else {
-            return Arc::default();
-        };
-        let mut chosen: Vec<&Policy> = index.open.iter().collect();
-        chosen.extend(pick(&index.by_tool, &tool.name));
-        chosen.extend(pick(&index.by_server, &tool.server));
-        for group in &tool.class.groups {
-            chosen.extend(pick(&index.by_group, group));
+        let mut chosen: Vec<&Policy> = Vec::new();
+        if let Some(index) = self.actions.get(&action) {
+            chosen.extend(&index.open);
+            chosen.extend(pick(&index.by_tool, &tool.name));
+            chosen.extend(pick(&index.by_server, &tool.server));
+            for group in &tool.class.groups {
+                chosen.extend(pick(&index.by_group, group));
+            }
         }
-        let slice = Arc::new(set_of(chosen.into_iter()));
+        chosen.retain(|policy| may_hold(policy, agent));
+        let entities = vec![agent.entity()?, tool.entity()?];
+        let slice = Arc::new(Slice {
+            reads_arguments: chosen.iter().any(|p| reads_arguments(p)),
+            policies: set_of(chosen.into_iter()),
+            store: Entities::from_entities(entities.iter().cloned(), None)
+                .map_err(|e| FactsError(format!("entities: {e}")))?,
+            entities,
+        });
         if let Ok(mut slices) = self.slices.write() {
+            if slices.len() >= MAX_SLICES {
+                slices.clear();
+            }
             slices.insert(key, slice.clone());
         }
-        slice
+        Ok(slice)
     }
 }
 
@@ -108,14 +149,63 @@ fn pick<'m>(map: &'m HashMap<String, Vec<Policy>>, id: &str) -> &'m [Policy] {
     map.get(id).map(Vec::as_slice).unwrap_or_default()
 }
 
-/// The key of a tool's slice: its name and groups (a tool's server is part of its name).
-fn slice_key(tool: &ToolFacts) -> String {
-    let mut key = tool.name.clone();
-    for group in &tool.class.groups {
+/// Everything a slice depends on: the agent's and the tool's facts.
+fn slice_key(agent: &AgentFacts, tool: &ToolFacts) -> String {
+    let mut key = String::with_capacity(128);
+    for part in [
+        agent.name.as_str(),
+        agent.id.as_str(),
+        agent.team.as_deref().unwrap_or(""),
+        agent.owner.as_deref().unwrap_or(""),
+        tool.name.as_str(),
+        tool.server.as_str(),
+        if tool.trusted { "t" } else { "u" },
+        tool.class.access.as_str(),
+        tool.class.risk.as_str(),
+    ] {
+        key.push_str(part);
         key.push('\n');
+    }
+    for class in &tool.class.data_classes {
+        key.push_str(class);
+        key.push(',');
+    }
+    key.push('\n');
+    for group in &tool.class.groups {
         key.push_str(group);
+        key.push(',');
     }
     key
+}
+
+/// False when the policy's principal scope cannot hold this agent: it names another
+/// agent, or a team the agent is not in (an agent is `in` itself and its team only).
+fn may_hold(policy: &Policy, agent: &AgentFacts) -> bool {
+    let holds = |uid: &EntityUid| {
+        let (kind, id) = split(uid);
+        match kind.as_str() {
+            "Writ::Agent" => id == agent.name,
+            "Writ::Team" => agent.team.as_deref() == Some(id.as_str()),
+            _ => false,
+        }
+    };
+    match policy.principal_constraint() {
+        PrincipalConstraint::Any => true,
+        PrincipalConstraint::Is(kind) => kind.to_string() == "Writ::Agent",
+        PrincipalConstraint::Eq(uid) | PrincipalConstraint::In(uid) => holds(&uid),
+        PrincipalConstraint::IsIn(kind, uid) => kind.to_string() == "Writ::Agent" && holds(&uid),
+    }
+}
+
+/// True when a policy may read the call's arguments: it names them, or uses `context`
+/// as a whole. A text test, so it errs towards true.
+fn reads_arguments(policy: &Policy) -> bool {
+    let text = policy.to_string();
+    text.contains("argument")
+        || text.match_indices("context").any(|(at, word)| {
+            text.get(at + word.len()..)
+                .is_none_or(|rest| !rest.starts_with('.'))
+        })
 }
 
 /// The actions a policy's scope admits.
@@ -134,8 +224,8 @@ fn split(uid: &EntityUid) -> (String, String) {
 fn set_of<'p>(policies: impl Iterator<Item = &'p Policy>) -> PolicySet {
     let mut set = PolicySet::new();
     for policy in policies {
-        // Ids are unique in the source set, and a policy lands in one slice at most once
-        // unless its scope names both a tool's server and one of its groups — it cannot.
+        // A policy's resource scope names one entity, so it is in one candidate list
+        // at most, and ids are unique in the source set: `add` cannot fail here.
         let _ = set.add(policy.clone());
     }
     set

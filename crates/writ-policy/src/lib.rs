@@ -21,7 +21,9 @@ pub mod schema;
 use std::fmt;
 use std::sync::Arc;
 
-use cedar_policy::{Authorizer, Entities, EntityUid, PolicySet, Request};
+use std::collections::HashMap;
+
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request};
 use serde_json::Value;
 
 pub use cases::{CaseOutcome, CasesError, run_cases};
@@ -123,6 +125,21 @@ impl Decision {
             evaluated,
         }
     }
+
+    /// The request's facts could not be put to Cedar: deny, and say why.
+    fn unputtable(error: &dyn fmt::Display, evaluated: usize) -> Self {
+        Self::deny(
+            format!("the request could not be put to policy: {error}"),
+            evaluated,
+        )
+    }
+}
+
+/// What Writ reads from a policy's annotations, looked up once at load.
+#[derive(Debug, Default)]
+struct Meta {
+    reason: Option<String>,
+    approval: Option<String>,
 }
 
 /// A loaded, validated policy set, indexed for deciding.
@@ -130,6 +147,7 @@ impl Decision {
 pub struct Engine {
     policies: PolicySet,
     index: Index,
+    meta: HashMap<String, Meta>,
     authorizer: Authorizer,
     hash: String,
     files: usize,
@@ -147,6 +165,7 @@ impl Engine {
         let loaded = load::load(sources)?;
         Ok(Self {
             index: Index::new(&loaded.policies),
+            meta: meta_of(&loaded.policies),
             policies: loaded.policies,
             authorizer: Authorizer::new(),
             hash: loaded.hash,
@@ -160,6 +179,7 @@ impl Engine {
         let policies = PolicySet::new();
         Self {
             index: Index::new(&policies),
+            meta: HashMap::new(),
             policies,
             authorizer: Authorizer::new(),
             hash: String::new(),
@@ -210,11 +230,50 @@ impl Engine {
         task: &TaskFacts,
         situation: &Situation,
     ) -> Decision {
-        let slice = self.index.slice(Action::Discover, tool);
+        match facts::tool_context(task, situation) {
+            Ok(context) => self.discover_with(agent, tool, context),
+            Err(e) => Decision::unputtable(&e, 0),
+        }
+    }
+
+    /// The context every `discover` of one `tools/list` shares: build it once, then
+    /// decide each tool with [`Engine::discover_in`].
+    pub fn list_context(
+        &self,
+        task: &TaskFacts,
+        situation: &Situation,
+    ) -> Result<ListContext, FactsError> {
+        facts::tool_context(task, situation).map(ListContext)
+    }
+
+    /// `discover` for one tool of a list.
+    pub fn discover_in(
+        &self,
+        agent: &AgentFacts,
+        tool: &ToolFacts,
+        context: &ListContext,
+    ) -> Decision {
+        self.discover_with(agent, tool, context.0.clone())
+    }
+
+    fn discover_with(&self, agent: &AgentFacts, tool: &ToolFacts, context: Context) -> Decision {
+        let slice = match self.index.slice(Action::Discover, agent, tool) {
+            Ok(slice) => slice,
+            Err(e) => return Decision::unputtable(&e, 0),
+        };
+        let built = agent.uid().and_then(|principal| {
+            Ok(Built {
+                principal,
+                resource: tool.uid()?,
+                context,
+                entities: Vec::new(),
+            })
+        });
         self.decide(
             Action::Discover,
-            &slice,
-            facts::tool_request(agent, tool, task, situation, None),
+            &slice.policies,
+            Known::Slice(&slice),
+            built,
         )
     }
 
@@ -228,12 +287,21 @@ impl Engine {
         approved: bool,
         situation: &Situation,
     ) -> Decision {
-        let slice = self.index.slice(Action::Call, tool);
+        let slice = match self.index.slice(Action::Call, agent, tool) {
+            Ok(slice) => slice,
+            Err(e) => return Decision::unputtable(&e, 0),
+        };
         let decide = |approved: bool| {
+            let call = facts::CallFacts {
+                arguments,
+                approved,
+                give_arguments: slice.reads_arguments,
+            };
             self.decide(
                 Action::Call,
-                &slice,
-                facts::tool_request(agent, tool, task, situation, Some((arguments, approved))),
+                &slice.policies,
+                Known::Slice(&slice),
+                facts::call_request(agent, tool, task, situation, &call),
             )
         };
         let decision = decide(approved);
@@ -261,6 +329,7 @@ impl Engine {
         self.decide(
             Action::BeginTask,
             &set,
+            Known::Nothing,
             facts::begin_task_request(agent, task, situation),
         )
     }
@@ -278,68 +347,64 @@ impl Engine {
         self.decide(
             Action::Delegate,
             &set,
+            Known::Nothing,
             facts::delegate_request(agent, delegate, parent, child, situation),
         )
     }
 
+    /// Puts one request to `policies`, with the entities its slice already holds (if
+    /// any) and the ones the request brings.
     fn decide(
         &self,
         action: Action,
         policies: &PolicySet,
+        known: Known<'_>,
         built: Result<Built, FactsError>,
     ) -> Decision {
-        let evaluated = policies.policies().count();
-        let built = match built.and_then(|b| Ok((action.uid()?, b))) {
+        let evaluated = policies.num_of_policies();
+        let (action_uid, built) = match built.and_then(|b| Ok((action.uid()?, b))) {
             Ok(built) => built,
-            Err(e) => {
-                return Decision::deny(
-                    format!("the request could not be put to policy: {e}"),
-                    evaluated,
-                );
+            Err(e) => return Decision::unputtable(&e, evaluated),
+        };
+        let made;
+        let entities = match (known, built.entities.is_empty()) {
+            // The common case: nothing of the request's own, the slice's store as it is.
+            (Known::Slice(slice), true) => &slice.store,
+            (known, _) => {
+                let shared = match known {
+                    Known::Slice(slice) => slice.entities.as_slice(),
+                    Known::Nothing => &[],
+                };
+                let all = shared.iter().cloned().chain(built.entities);
+                made = match Entities::from_entities(all, None) {
+                    Ok(entities) => entities,
+                    Err(e) => return Decision::unputtable(&e, evaluated),
+                };
+                &made
             }
         };
-        let (
+        let request = match Request::new(
+            built.principal,
             action_uid,
-            Built {
-                principal,
-                resource,
-                context,
-                entities,
-            },
-        ) = built;
-        let entities = match Entities::from_entities(entities, None) {
-            Ok(entities) => entities,
-            Err(e) => {
-                return Decision::deny(
-                    format!("the request could not be put to policy: {e}"),
-                    evaluated,
-                );
-            }
-        };
-        let request = match Request::new(principal, action_uid, resource, context, None) {
+            built.resource,
+            built.context,
+            None,
+        ) {
             Ok(request) => request,
-            Err(e) => {
-                return Decision::deny(
-                    format!("the request could not be put to policy: {e}"),
-                    evaluated,
-                );
-            }
+            Err(e) => return Decision::unputtable(&e, evaluated),
         };
-        let response = self.authorizer.is_authorized(&request, policies, &entities);
+        let response = self.authorizer.is_authorized(&request, policies, entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
-            .map(|e| e.to_string())
+            .map(|e| format!("a policy failed to evaluate, so Writ denies: {e}"))
             .collect();
         if !errors.is_empty() {
             // Fail closed: an erroring policy may have been a forbid.
             return Decision {
                 verdict: Verdict::Deny,
                 policies: Vec::new(),
-                reasons: errors
-                    .into_iter()
-                    .map(|e| format!("a policy failed to evaluate, so Writ denies: {e}"))
-                    .collect(),
+                reasons: errors,
                 evaluated,
             };
         }
@@ -349,39 +414,33 @@ impl Engine {
             .map(ToString::to_string)
             .collect();
         deciding.sort();
-        let annotation = |id: &str, key: &str| {
-            policies
-                .policy(&cedar_policy::PolicyId::new(id))
-                .and_then(|p| p.annotation(key))
-                .map(str::to_owned)
-        };
-        let reasons: Vec<String> = deciding
+        let allowed = response.decision() == cedar_policy::Decision::Allow;
+        if !allowed && deciding.is_empty() {
+            return Decision::deny(format!("no policy permits `{action}` here"), evaluated);
+        }
+        let meta = |id: &str| self.meta.get(id);
+        let reasons = deciding
             .iter()
-            .map(|id| {
-                annotation(id, "reason").unwrap_or_else(|| match response.decision() {
-                    cedar_policy::Decision::Allow => format!("policy `{id}` permits it"),
-                    cedar_policy::Decision::Deny => format!("policy `{id}` forbids it"),
-                })
+            .map(|id| match meta(id).and_then(|m| m.reason.clone()) {
+                Some(reason) => reason,
+                None if allowed => format!("policy `{id}` permits it"),
+                None => format!("policy `{id}` forbids it"),
             })
             .collect();
-        let verdict = match response.decision() {
-            cedar_policy::Decision::Allow => Verdict::Allow,
-            cedar_policy::Decision::Deny if deciding.is_empty() => {
-                return Decision::deny(format!("no policy permits `{action}` here"), evaluated);
-            }
-            cedar_policy::Decision::Deny => {
-                let groups: Vec<Option<String>> = deciding
-                    .iter()
-                    .map(|id| annotation(id, "approval"))
-                    .collect();
-                if groups.iter().all(Option::is_some) {
-                    let mut groups: Vec<String> = groups.into_iter().flatten().collect();
+        let verdict = if allowed {
+            Verdict::Allow
+        } else {
+            let groups: Option<Vec<String>> = deciding
+                .iter()
+                .map(|id| meta(id).and_then(|m| m.approval.clone()))
+                .collect();
+            match groups {
+                Some(mut groups) => {
                     groups.sort();
                     groups.dedup();
                     Verdict::ApprovalRequired { groups }
-                } else {
-                    Verdict::Deny
                 }
+                None => Verdict::Deny,
             }
         };
         Decision {
@@ -391,6 +450,38 @@ impl Engine {
             evaluated,
         }
     }
+}
+
+/// The context of the `discover` decisions of one `tools/list`.
+#[derive(Debug, Clone)]
+pub struct ListContext(Context);
+
+/// The entities a decision starts from.
+#[derive(Clone, Copy)]
+enum Known<'s> {
+    Slice(&'s index::Slice),
+    Nothing,
+}
+
+/// The annotations of every policy, read once.
+fn meta_of(policies: &PolicySet) -> HashMap<String, Meta> {
+    policies
+        .policies()
+        .map(|p| {
+            let get = |key: &str| {
+                p.annotations()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_owned())
+            };
+            (
+                p.id().to_string(),
+                Meta {
+                    reason: get("reason"),
+                    approval: get("approval"),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Shared by the gateway's holder of the current set.
