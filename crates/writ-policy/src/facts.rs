@@ -12,6 +12,8 @@ use cedar_policy::{
 use serde_json::Value;
 use writ_core::tools::ToolClass;
 
+use crate::reads::Reads;
+
 /// Arguments with more leaves than this are not given to policy (`arguments_omitted`).
 pub const MAX_ARGUMENT_LEAVES: usize = 256;
 /// Arguments nested deeper than this are not given to policy.
@@ -185,18 +187,25 @@ impl TaskFacts {
         servers
     }
 
-    pub(crate) fn to_cedar(&self) -> Result<Expr, FactsError> {
-        record(vec![
-            ("id", text(&self.id)),
-            ("purpose", text(&self.purpose)),
-            ("category", text(self.category.as_deref().unwrap_or(""))),
-            ("tools", set(&self.tools)),
-            ("servers", set(&self.servers())),
-            ("data_classes", set(&self.data_classes)),
-            ("depth", long(self.depth)),
-            ("calls", long(self.calls)),
-            ("max_calls", long(self.max_calls.unwrap_or(0))),
-        ])
+    /// The task as a Cedar record, with the attributes policies read (all of them for
+    /// `Reads::everything`): sets cost to build, and most policies read one or two.
+    pub(crate) fn to_cedar(&self, reads: &Reads) -> Result<Expr, FactsError> {
+        let mut fields = Vec::with_capacity(9);
+        let mut add = |name: &'static str, value: &dyn Fn() -> Expr| {
+            if reads.task_field(name) {
+                fields.push((name, value()));
+            }
+        };
+        add("id", &|| text(&self.id));
+        add("purpose", &|| text(&self.purpose));
+        add("category", &|| text(self.category.as_deref().unwrap_or("")));
+        add("tools", &|| set(&self.tools));
+        add("servers", &|| set(&self.servers()));
+        add("data_classes", &|| set(&self.data_classes));
+        add("depth", &|| long(self.depth));
+        add("calls", &|| long(self.calls));
+        add("max_calls", &|| long(self.max_calls.unwrap_or(0)));
+        record(fields)
     }
 }
 
@@ -220,13 +229,23 @@ impl Situation {
         ])
     }
 
-    /// The context fields every action has.
-    fn common(&self, task: &TaskFacts) -> Result<Vec<(&'static str, Expr)>, FactsError> {
-        Ok(vec![
-            ("environment", text(&self.environment)),
-            ("time", self.time()?),
-            ("task", task.to_cedar()?),
-        ])
+    /// The context fields every action has (those policies read).
+    fn common(
+        &self,
+        task: &TaskFacts,
+        reads: &Reads,
+    ) -> Result<Vec<(&'static str, Expr)>, FactsError> {
+        let mut fields = Vec::with_capacity(8);
+        if reads.field("environment") {
+            fields.push(("environment", text(&self.environment)));
+        }
+        if reads.field("time") {
+            fields.push(("time", self.time()?));
+        }
+        if reads.field("task") {
+            fields.push(("task", task.to_cedar(reads)?));
+        }
+        Ok(fields)
     }
 }
 
@@ -239,15 +258,12 @@ fn context(fields: Vec<(&'static str, Expr)>) -> Result<Context, FactsError> {
 pub(crate) struct CallFacts<'a> {
     pub arguments: Option<&'a Value>,
     pub approved: bool,
-    /// False when no policy that could decide reads the arguments: they are then left
-    /// out (the flag `arguments_omitted` is still computed and given).
-    pub give_arguments: bool,
 }
 
 /// The context of `discover` and `call`. The agent and tool entities are not made here:
 /// they are built once per slice and kept with it.
 pub(crate) fn tool_context(task: &TaskFacts, situation: &Situation) -> Result<Context, FactsError> {
-    context(situation.common(task)?)
+    context(situation.common(task, &Reads::everything())?)
 }
 
 /// A `call`: its context, and the argument entities when they are given.
@@ -257,16 +273,21 @@ pub(crate) fn call_request(
     task: &TaskFacts,
     situation: &Situation,
     call: &CallFacts<'_>,
+    reads: &Reads,
 ) -> Result<Built, FactsError> {
-    let mut fields = situation.common(task)?;
+    let mut fields = situation.common(task, reads)?;
     let mut entities = Vec::new();
     let leaves = call
         .arguments
         .map(flatten)
         .unwrap_or(Some(Leaves::default()));
-    fields.push(("arguments_omitted", Expr::new_bool(leaves.is_none())));
-    fields.push(("approved", Expr::new_bool(call.approved)));
-    if call.give_arguments {
+    if reads.field("arguments_omitted") {
+        fields.push(("arguments_omitted", Expr::new_bool(leaves.is_none())));
+    }
+    if reads.field("approved") {
+        fields.push(("approved", Expr::new_bool(call.approved)));
+    }
+    if reads.field("arguments") || reads.field("argument_numbers") {
         let leaves = leaves.unwrap_or_default();
         let arguments = uid("Arguments", "call")?;
         let numbers = uid("ArgumentNumbers", "call")?;
@@ -302,7 +323,7 @@ pub(crate) fn begin_task_request(
     Ok(Built {
         principal: agent.uid()?,
         resource,
-        context: context(situation.common(task)?)?,
+        context: context(situation.common(task, &Reads::everything())?)?,
         entities,
     })
 }
@@ -314,8 +335,8 @@ pub(crate) fn delegate_request(
     child: &TaskFacts,
     situation: &Situation,
 ) -> Result<Built, FactsError> {
-    let mut fields = situation.common(child)?;
-    fields.push(("parent", parent.to_cedar()?));
+    let mut fields = situation.common(child, &Reads::everything())?;
+    fields.push(("parent", parent.to_cedar(&Reads::everything())?));
     let mut entities = vec![agent.entity()?];
     if delegate.name != agent.name {
         entities.push(delegate.entity()?);

@@ -15,12 +15,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    ActionConstraint, Entities, Entity, EntityUid, Policy, PolicySet, PrincipalConstraint,
-    ResourceConstraint,
+    ActionConstraint, Authorizer, Context, Effect, Entities, Entity, EntityUid, Policy, PolicySet,
+    PrincipalConstraint, Request, ResourceConstraint,
 };
 
 use crate::Action;
 use crate::facts::{AgentFacts, FactsError, ToolFacts};
+use crate::reads::Reads;
 
 /// More cached slices than this and the cache starts over: a bound on memory when many
 /// agents meet many tools, at the cost of rebuilding the slices in use.
@@ -39,17 +40,26 @@ struct ActionIndex {
 }
 
 /// The policies one request can meet, and the entities every such request needs.
+///
+/// Policies that never mention `context` are decided by the agent, the tool and the
+/// action alone, which a slice fixes: they are evaluated once, when the slice is built,
+/// and only their outcome is kept (`permits`, `forbids`; those that do not hold are
+/// dropped). What is left to evaluate per request is `policies`, and the context is
+/// built with only what they `read`.
 #[derive(Debug)]
 pub(crate) struct Slice {
+    /// The policies that read the context, evaluated per request.
     pub policies: PolicySet,
+    /// Ids of context-free permits and forbids that hold for this agent and tool.
+    pub permits: Vec<String>,
+    pub forbids: Vec<String>,
+    /// What of the context `policies` read.
+    pub reads: Reads,
     /// The agent's and the tool's entities.
     pub entities: Vec<Entity>,
     /// The same, ready for Cedar: requests that bring no entities of their own use it
     /// as it is.
     pub store: Entities,
-    /// Whether any policy here reads the call's arguments (`context.arguments`,
-    /// `context.argument_numbers`); when none does, they are not built.
-    pub reads_arguments: bool,
 }
 
 #[derive(Debug)]
@@ -128,11 +138,38 @@ impl Index {
         }
         chosen.retain(|policy| may_hold(policy, agent));
         let entities = vec![agent.entity()?, tool.entity()?];
+        let store = Entities::from_entities(entities.iter().cloned(), None)
+            .map_err(|e| FactsError(format!("entities: {e}")))?;
+        let alone = Request::new(
+            agent.uid()?,
+            action.uid()?,
+            tool.uid()?,
+            Context::empty(),
+            None,
+        )
+        .map_err(|e| FactsError(format!("request: {e}")))?;
+        let (mut permits, mut forbids, mut per_request) = (Vec::new(), Vec::new(), Vec::new());
+        for policy in chosen {
+            if !Reads::none_in(&policy.to_string()) {
+                per_request.push(policy);
+                continue;
+            }
+            match holds_alone(policy, &alone, &store) {
+                Some(true) if policy.effect() == Effect::Permit => {
+                    permits.push(policy.id().to_string());
+                }
+                Some(true) => forbids.push(policy.id().to_string()),
+                Some(false) => {}
+                // An error is decided per request, where it denies.
+                None => per_request.push(policy),
+            }
+        }
         let slice = Arc::new(Slice {
-            reads_arguments: chosen.iter().any(|p| reads_arguments(p)),
-            policies: set_of(chosen.into_iter()),
-            store: Entities::from_entities(entities.iter().cloned(), None)
-                .map_err(|e| FactsError(format!("entities: {e}")))?,
+            reads: Reads::of(per_request.iter().copied()),
+            policies: set_of(per_request.into_iter()),
+            permits,
+            forbids,
+            store,
             entities,
         });
         if let Ok(mut slices) = self.slices.write() {
@@ -197,15 +234,15 @@ fn may_hold(policy: &Policy, agent: &AgentFacts) -> bool {
     }
 }
 
-/// True when a policy may read the call's arguments: it names them, or uses `context`
-/// as a whole. A text test, so it errs towards true.
-fn reads_arguments(policy: &Policy) -> bool {
-    let text = policy.to_string();
-    text.contains("argument")
-        || text.match_indices("context").any(|(at, word)| {
-            text.get(at + word.len()..)
-                .is_none_or(|rest| !rest.starts_with('.'))
-        })
+/// Whether a policy that reads no context holds for this request: `None` when it
+/// fails to evaluate.
+fn holds_alone(policy: &Policy, request: &Request, entities: &Entities) -> Option<bool> {
+    let one = set_of(std::iter::once(policy));
+    let response = Authorizer::new().is_authorized(request, &one, entities);
+    if response.diagnostics().errors().next().is_some() {
+        return None;
+    }
+    Some(response.diagnostics().reason().any(|id| id == policy.id()))
 }
 
 /// The actions a policy's scope admits.

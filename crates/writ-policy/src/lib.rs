@@ -16,6 +16,7 @@ mod cases;
 mod facts;
 mod index;
 mod load;
+mod reads;
 pub mod schema;
 
 use std::fmt;
@@ -231,7 +232,7 @@ impl Engine {
         situation: &Situation,
     ) -> Decision {
         match facts::tool_context(task, situation) {
-            Ok(context) => self.discover_with(agent, tool, context),
+            Ok(context) => self.discover_with(agent, tool, &context),
             Err(e) => Decision::unputtable(&e, 0),
         }
     }
@@ -253,27 +254,28 @@ impl Engine {
         tool: &ToolFacts,
         context: &ListContext,
     ) -> Decision {
-        self.discover_with(agent, tool, context.0.clone())
+        self.discover_with(agent, tool, &context.0)
     }
 
-    fn discover_with(&self, agent: &AgentFacts, tool: &ToolFacts, context: Context) -> Decision {
+    /// One `discover`; the context is cloned only if a policy is left to read it.
+    fn discover_with(&self, agent: &AgentFacts, tool: &ToolFacts, context: &Context) -> Decision {
         let slice = match self.index.slice(Action::Discover, agent, tool) {
             Ok(slice) => slice,
             Err(e) => return Decision::unputtable(&e, 0),
         };
-        let built = agent.uid().and_then(|principal| {
+        let build = || {
             Ok(Built {
-                principal,
+                principal: agent.uid()?,
                 resource: tool.uid()?,
-                context,
+                context: context.clone(),
                 entities: Vec::new(),
             })
-        });
+        };
         self.decide(
             Action::Discover,
             &slice.policies,
             Known::Slice(&slice),
-            built,
+            build,
         )
     }
 
@@ -295,27 +297,48 @@ impl Engine {
             let call = facts::CallFacts {
                 arguments,
                 approved,
-                give_arguments: slice.reads_arguments,
             };
-            self.decide(
-                Action::Call,
-                &slice.policies,
-                Known::Slice(&slice),
-                facts::call_request(agent, tool, task, situation, &call),
-            )
+            self.decide(Action::Call, &slice.policies, Known::Slice(&slice), || {
+                facts::call_request(agent, tool, task, situation, &call, &slice.reads)
+            })
         };
-        let decision = decide(approved);
-        if approved || !matches!(decision.verdict, Verdict::ApprovalRequired { .. }) {
-            return decision;
-        }
-        // Approval is worth asking for only if it would be enough: decide again as if
-        // approved, and if something else still denies, the answer is that deny.
-        let if_approved = decide(true);
-        if if_approved.is_allow() {
-            decision
-        } else {
-            if_approved
-        }
+        approval_would_do(decide, approved)
+    }
+
+    /// `call` decided the slow way: every `call` policy evaluated by Cedar with the whole
+    /// context, nothing sliced, nothing decided ahead. The tests hold the fast path to
+    /// it; it is not for use in a gateway.
+    #[doc(hidden)]
+    pub fn call_unoptimised(
+        &self,
+        agent: &AgentFacts,
+        tool: &ToolFacts,
+        task: &TaskFacts,
+        arguments: Option<&Value>,
+        approved: bool,
+        situation: &Situation,
+    ) -> Decision {
+        let set = self.index.whole(Action::Call);
+        let decide = |approved: bool| {
+            let call = facts::CallFacts {
+                arguments,
+                approved,
+            };
+            self.decide(Action::Call, &set, Known::Nothing, || {
+                let mut built = facts::call_request(
+                    agent,
+                    tool,
+                    task,
+                    situation,
+                    &call,
+                    &reads::Reads::everything(),
+                )?;
+                built.entities.push(agent.entity()?);
+                built.entities.push(tool.entity()?);
+                Ok(built)
+            })
+        };
+        approval_would_do(decide, approved)
     }
 
     /// May `agent` begin `task`?
@@ -326,12 +349,9 @@ impl Engine {
         situation: &Situation,
     ) -> Decision {
         let set = self.index.whole(Action::BeginTask);
-        self.decide(
-            Action::BeginTask,
-            &set,
-            Known::Nothing,
-            facts::begin_task_request(agent, task, situation),
-        )
+        self.decide(Action::BeginTask, &set, Known::Nothing, || {
+            facts::begin_task_request(agent, task, situation)
+        })
     }
 
     /// May `agent`, holding `parent`, hand `child` to `delegate`?
@@ -344,80 +364,46 @@ impl Engine {
         situation: &Situation,
     ) -> Decision {
         let set = self.index.whole(Action::Delegate);
-        self.decide(
-            Action::Delegate,
-            &set,
-            Known::Nothing,
-            facts::delegate_request(agent, delegate, parent, child, situation),
-        )
+        self.decide(Action::Delegate, &set, Known::Nothing, || {
+            facts::delegate_request(agent, delegate, parent, child, situation)
+        })
     }
 
-    /// Puts one request to `policies`, with the entities its slice already holds (if
-    /// any) and the ones the request brings.
+    /// Puts one request to `policies`, with what its slice already decided (`known`).
+    /// `build` makes the request's facts; it is not called when no policy is left to
+    /// evaluate per request.
     fn decide(
         &self,
         action: Action,
         policies: &PolicySet,
         known: Known<'_>,
-        built: Result<Built, FactsError>,
+        build: impl FnOnce() -> Result<Built, FactsError>,
     ) -> Decision {
         let evaluated = policies.num_of_policies();
-        let (action_uid, built) = match built.and_then(|b| Ok((action.uid()?, b))) {
-            Ok(built) => built,
-            Err(e) => return Decision::unputtable(&e, evaluated),
+        let (held_permits, held_forbids) = match known {
+            Known::Slice(slice) => (slice.permits.as_slice(), slice.forbids.as_slice()),
+            Known::Nothing => (&[][..], &[][..]),
         };
-        let made;
-        let entities = match (known, built.entities.is_empty()) {
-            // The common case: nothing of the request's own, the slice's store as it is.
-            (Known::Slice(slice), true) => &slice.store,
-            (known, _) => {
-                let shared = match known {
-                    Known::Slice(slice) => slice.entities.as_slice(),
-                    Known::Nothing => &[],
-                };
-                let all = shared.iter().cloned().chain(built.entities);
-                made = match Entities::from_entities(all, None) {
-                    Ok(entities) => entities,
-                    Err(e) => return Decision::unputtable(&e, evaluated),
-                };
-                &made
+        let (mut permits, mut forbids) = if evaluated == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            match self.evaluate(action, policies, known, build) {
+                Ok(found) => found,
+                Err(denied) => return denied,
             }
         };
-        let request = match Request::new(
-            built.principal,
-            action_uid,
-            built.resource,
-            built.context,
-            None,
-        ) {
-            Ok(request) => request,
-            Err(e) => return Decision::unputtable(&e, evaluated),
+        let allowed = held_forbids.is_empty() && forbids.is_empty();
+        let mut deciding = if allowed {
+            permits.extend(held_permits.iter().cloned());
+            permits
+        } else {
+            forbids.extend(held_forbids.iter().cloned());
+            forbids
         };
-        let response = self.authorizer.is_authorized(&request, policies, entities);
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| format!("a policy failed to evaluate, so Writ denies: {e}"))
-            .collect();
-        if !errors.is_empty() {
-            // Fail closed: an erroring policy may have been a forbid.
-            return Decision {
-                verdict: Verdict::Deny,
-                policies: Vec::new(),
-                reasons: errors,
-                evaluated,
-            };
-        }
-        let mut deciding: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        deciding.sort();
-        let allowed = response.decision() == cedar_policy::Decision::Allow;
-        if !allowed && deciding.is_empty() {
+        if deciding.is_empty() {
             return Decision::deny(format!("no policy permits `{action}` here"), evaluated);
         }
+        deciding.sort();
         let meta = |id: &str| self.meta.get(id);
         let reasons = deciding
             .iter()
@@ -450,6 +436,67 @@ impl Engine {
             evaluated,
         }
     }
+
+    /// Evaluates the per-request policies with Cedar: the permits that hold (when none
+    /// of the forbids does) or the forbids that hold. A failure is a deny, ready to return.
+    fn evaluate(
+        &self,
+        action: Action,
+        policies: &PolicySet,
+        known: Known<'_>,
+        build: impl FnOnce() -> Result<Built, FactsError>,
+    ) -> Result<(Vec<String>, Vec<String>), Decision> {
+        let evaluated = policies.num_of_policies();
+        let unputtable = |e: &dyn fmt::Display| Decision::unputtable(e, evaluated);
+        let built = build().map_err(|e| unputtable(&e))?;
+        let action_uid = action.uid().map_err(|e| unputtable(&e))?;
+        let made;
+        let entities = match (known, built.entities.is_empty()) {
+            // The common case: nothing of the request's own, the slice's store as it is.
+            (Known::Slice(slice), true) => &slice.store,
+            (known, _) => {
+                let shared = match known {
+                    Known::Slice(slice) => slice.entities.as_slice(),
+                    Known::Nothing => &[],
+                };
+                let all = shared.iter().cloned().chain(built.entities);
+                made = Entities::from_entities(all, None).map_err(|e| unputtable(&e))?;
+                &made
+            }
+        };
+        let request = Request::new(
+            built.principal,
+            action_uid,
+            built.resource,
+            built.context,
+            None,
+        )
+        .map_err(|e| unputtable(&e))?;
+        let response = self.authorizer.is_authorized(&request, policies, entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| format!("a policy failed to evaluate, so Writ denies: {e}"))
+            .collect();
+        if !errors.is_empty() {
+            // Fail closed: an erroring policy may have been a forbid.
+            return Err(Decision {
+                verdict: Verdict::Deny,
+                policies: Vec::new(),
+                reasons: errors,
+                evaluated,
+            });
+        }
+        let held: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        Ok(match response.decision() {
+            cedar_policy::Decision::Allow => (held, Vec::new()),
+            cedar_policy::Decision::Deny => (Vec::new(), held),
+        })
+    }
 }
 
 /// The context of the `discover` decisions of one `tools/list`.
@@ -461,6 +508,21 @@ pub struct ListContext(Context);
 enum Known<'s> {
     Slice(&'s index::Slice),
     Nothing,
+}
+
+/// "Approval required" is the answer only if approval would be enough: decide again as
+/// if approved, and if something else still denies, the answer is that deny.
+fn approval_would_do(decide: impl Fn(bool) -> Decision, approved: bool) -> Decision {
+    let decision = decide(approved);
+    if approved || !matches!(decision.verdict, Verdict::ApprovalRequired { .. }) {
+        return decision;
+    }
+    let if_approved = decide(true);
+    if if_approved.is_allow() {
+        decision
+    } else {
+        if_approved
+    }
 }
 
 /// The annotations of every policy, read once.
