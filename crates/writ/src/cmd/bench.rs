@@ -4,9 +4,10 @@
 //! The upstream is Writ's kit server with an `echo` tool on loopback. Phases alternate
 //! (direct, Writ, direct, Writ, …) so drift on a shared machine hits both sides alike.
 //! Agents authenticate as a user would run Writ: a registered agent begins a task and
-//! sends its writ (bearer, or DPoP-bound with a proof per call) on every call. The token
-//! scenario times the exchange itself. Open-loop and list figures join as the pipeline
-//! grows.
+//! sends its writ (bearer, or DPoP-bound with a proof per call) on every call, and every
+//! call is decided by Cedar against 100 policies shaped like a deployment's (pinning and
+//! the task's intent checked too). The token scenario times the exchange itself.
+//! Open-loop and list figures join as the pipeline grows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -187,6 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let report = json!({
         "scenario": "call",
         "auth": args.auth,
+        "policies": if args.auth == "off" { 0 } else { BENCH_POLICIES },
         "clients": args.clients,
         "payload_bytes": args.payload,
         "direct": direct.summary(),
@@ -206,11 +208,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "scenario call: tools/call, {} B argument, {} clients, closed loop, {} calls per side, auth {}",
+        "scenario call: tools/call, {} B argument, {} clients, closed loop, {} calls per side, auth {}{}",
         args.payload,
         args.clients,
         direct.latencies.len(),
-        args.auth
+        args.auth,
+        if args.auth == "off" {
+            String::new()
+        } else {
+            format!(", {BENCH_POLICIES} Cedar policies")
+        }
     );
     println!(
         "{:<8} {:>9} {:>9} {:>9} {:>9} {:>12}",
