@@ -11,12 +11,12 @@
 //! bounded. `begin_task` and `delegate` are rare (one per token request) and use every
 //! policy of their action.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Effect, Entities, Entity, EntityUid, Policy, PolicySet,
-    PrincipalConstraint, Request, ResourceConstraint,
+    ActionConstraint, Authorizer, Effect, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
+    PrincipalConstraint, RequestBuilder, ResourceConstraint,
 };
 
 use crate::Action;
@@ -41,11 +41,13 @@ struct ActionIndex {
 
 /// The policies one request can meet, and the entities every such request needs.
 ///
-/// Policies that never mention `context` are decided by the agent, the tool and the
-/// action alone, which a slice fixes: they are evaluated once, when the slice is built,
-/// and only their outcome is kept (`permits`, `forbids`; those that do not hold are
-/// dropped). What is left to evaluate per request is `policies`, and the context is
-/// built with only what they `read`.
+/// When the slice is built its policies are evaluated once by Cedar's partial evaluator,
+/// with the agent, the tool and the action known and the context unknown. A policy that
+/// holds whatever the context is kept as an outcome (`permits`, `forbids`); one that
+/// cannot hold for this agent and tool whatever the context (`resource.risk_level > 3
+/// && context.time.hour < 8` for a low-risk tool) is dropped; the rest — and any that
+/// errors — are evaluated per request (`policies`), with a context holding only what
+/// they `read`.
 #[derive(Debug)]
 pub(crate) struct Slice {
     /// The policies that read the context, evaluated per request.
@@ -140,29 +142,19 @@ impl Index {
         let entities = vec![agent.entity()?, tool.entity()?];
         let store = Entities::from_entities(entities.iter().cloned(), None)
             .map_err(|e| FactsError(format!("entities: {e}")))?;
-        let alone = Request::new(
-            agent.uid()?,
-            action.uid()?,
-            tool.uid()?,
-            Context::empty(),
-            None,
-        )
-        .map_err(|e| FactsError(format!("request: {e}")))?;
+        let settled = Settled::of(&chosen, agent, action, tool, &store)?;
         let (mut permits, mut forbids, mut per_request) = (Vec::new(), Vec::new(), Vec::new());
         for policy in chosen {
-            if !Reads::none_in(&policy.to_string()) {
+            let id = policy.id();
+            if settled.open.contains(id) {
                 per_request.push(policy);
-                continue;
-            }
-            match holds_alone(policy, &alone, &store) {
-                Some(true) if policy.effect() == Effect::Permit => {
-                    permits.push(policy.id().to_string());
+            } else if settled.holds.contains(id) {
+                match policy.effect() {
+                    Effect::Permit => permits.push(id.to_string()),
+                    Effect::Forbid => forbids.push(id.to_string()),
                 }
-                Some(true) => forbids.push(policy.id().to_string()),
-                Some(false) => {}
-                // An error is decided per request, where it denies.
-                None => per_request.push(policy),
             }
+            // Otherwise it cannot hold for this agent and tool: dropped.
         }
         let slice = Arc::new(Slice {
             reads: Reads::of(per_request.iter().copied()),
@@ -234,15 +226,41 @@ fn may_hold(policy: &Policy, agent: &AgentFacts) -> bool {
     }
 }
 
-/// Whether a policy that reads no context holds for this request: `None` when it
-/// fails to evaluate.
-fn holds_alone(policy: &Policy, request: &Request, entities: &Entities) -> Option<bool> {
-    let one = set_of(std::iter::once(policy));
-    let response = Authorizer::new().is_authorized(request, &one, entities);
-    if response.diagnostics().errors().next().is_some() {
-        return None;
+/// What partial evaluation settled for a slice's policies.
+struct Settled {
+    /// Hold whatever the context is.
+    holds: HashSet<PolicyId>,
+    /// Depend on the context, or failed to evaluate: decided per request.
+    open: HashSet<PolicyId>,
+}
+
+impl Settled {
+    fn of(
+        policies: &[&Policy],
+        agent: &AgentFacts,
+        action: Action,
+        tool: &ToolFacts,
+        entities: &Entities,
+    ) -> Result<Self, FactsError> {
+        // No `context(…)`: the context is unknown.
+        let request = RequestBuilder::default()
+            .principal(agent.uid()?)
+            .action(action.uid()?)
+            .resource(tool.uid()?)
+            .build();
+        let set = set_of(policies.iter().copied());
+        let partial = Authorizer::new().is_authorized_partial(&request, &set, entities);
+        let holds = partial
+            .definitely_satisfied()
+            .map(|p| p.id().clone())
+            .collect();
+        let open = partial
+            .nontrivial_residuals()
+            .map(|p| p.id().clone())
+            .chain(partial.definitely_errored().cloned())
+            .collect();
+        Ok(Self { holds, open })
     }
-    Some(response.diagnostics().reason().any(|id| id == policy.id()))
 }
 
 /// The actions a policy's scope admits.

@@ -36,12 +36,6 @@ impl Reads {
         reads
     }
 
-    /// True when the text never mentions `context`: the policy is decided by the agent,
-    /// the tool and the action alone.
-    pub(crate) fn none_in(text: &str) -> bool {
-        !text.contains("context")
-    }
-
     fn add(&mut self, text: &str) {
         for (at, word) in text.match_indices("context") {
             let rest = text.get(at + word.len()..).unwrap_or_default();
@@ -104,7 +98,5 @@ mod tests {
     fn context_as_a_whole_reads_everything() {
         assert!(reads("when { context has approved }").field("arguments"));
         assert!(reads("when { context.task has category }").task_field("purpose"));
-        assert!(Reads::none_in("permit(principal, action, resource);"));
-        assert!(!Reads::none_in("when { context.approved }"));
     }
 }
