@@ -225,8 +225,8 @@ when { resource.access == "read" };
 @reason("in prod, `export` data leaves only Monday to Friday, 08:00 to 18:00 UTC")
 forbid (principal, action == Writ::Action::"call", resource)
 when {
-  context.environment == "prod" &&
   resource.data_classes.contains("export") &&
+  context.environment == "prod" &&
   (context.time.weekday > 5 || context.time.hour < 8 || context.time.hour >= 18)
 };
 

@@ -397,7 +397,7 @@ fn bench_policies(count: usize) -> String {
          permit(principal, action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource) when { resource.access == \"read\" };\n\
          permit(principal == Writ::Agent::\"bench\", action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource in Writ::Server::\"bench\");\n\
          @approval(\"ops-leads\") forbid(principal, action == Writ::Action::\"call\", resource) when { resource.access == \"execute\" } unless { context.approved };\n\
-         forbid(principal, action == Writ::Action::\"call\", resource) when { context.environment == \"prod\" && resource.data_classes.contains(\"export\") && (context.time.weekday > 5 || context.time.hour < 8 || context.time.hour >= 18) };\n",
+         forbid(principal, action == Writ::Action::\"call\", resource) when { resource.data_classes.contains(\"export\") && context.environment == \"prod\" && (context.time.weekday > 5 || context.time.hour < 8 || context.time.hour >= 18) };\n",
     );
     for i in 5..count {
         let server = format!("s{}", i % 20);
