@@ -1078,7 +1078,10 @@ async fn a_redefined_tool_is_held_until_an_operator_accepts_it() {
     );
 
     // As `writ tools accept py.echo` does: straight to the store, seen through its change feed.
-    fx.store.accept_tool("py", "echo", now()).await.unwrap();
+    fx.store
+        .accept_tool("py", "echo", None, now())
+        .await
+        .unwrap();
     let released = eventually(Duration::from_secs(2), || async {
         fx.mcp.list(&writ).await.contains(&"py.echo".to_owned())
     })

@@ -24,6 +24,9 @@ pub enum StoreError {
     /// The record the operation names does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The record is not what the caller last saw; the text says what it is now.
+    #[error("{0}")]
+    Stale(String),
     /// The database could not be opened, read or written.
     #[error("store: {0}")]
     Database(String),
@@ -119,8 +122,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// An operator accepts a tool's drifted definition: it becomes the pin (pinned at
     /// `now`) and the drift is cleared, with a [`ChangeKind::Tool`] change. Returns the new
     /// pin. An unknown tool, or a pin with no drift (nothing to accept), is
-    /// [`StoreError::NotFound`].
-    async fn accept_tool(&self, server: &str, tool: &str, now: i64) -> StoreResult<ToolPin>;
+    /// [`StoreError::NotFound`]. With `expected` (the drift's hash, or a prefix of it, as
+    /// the operator reviewed it), a drift that has changed since is [`StoreError::Stale`]
+    /// and nothing is accepted.
+    async fn accept_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        expected: Option<&str>,
+        now: i64,
+    ) -> StoreResult<ToolPin>;
 
     // ----- change feed -----
     /// Changes recorded after `after` (a sequence number from an earlier call; 0 for

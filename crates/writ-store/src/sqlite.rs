@@ -530,8 +530,14 @@ impl Store for SqliteStore {
         pins::observe_tool(self, server, tool, hash, definition, now).await
     }
 
-    async fn accept_tool(&self, server: &str, tool: &str, now: i64) -> StoreResult<ToolPin> {
-        pins::accept_tool(self, server, tool, now).await
+    async fn accept_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        expected: Option<&str>,
+        now: i64,
+    ) -> StoreResult<ToolPin> {
+        pins::accept_tool(self, server, tool, expected, now).await
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>> {

@@ -403,8 +403,26 @@ fn changed_tools_are_listed_shown_and_accepted() {
     assert!(listed.contains("CHANGED"), "{listed}");
     let shown = run_ok(&["tools", "show", "py.echo", "--config", config]);
     assert!(shown.contains("mail ~/.ssh"), "{shown}");
-    assert!(shown.contains("writ tools accept py.echo"), "{shown}");
-    let accepted = run_ok(&["tools", "accept", "py.echo", "--config", config]);
+    assert!(
+        shown.contains("writ tools accept py.echo --hash bbbb2222"),
+        "{shown}"
+    );
+    // Reviewed one definition, but the server has another now: nothing is accepted.
+    let stale = writ()
+        .args([
+            "tools", "accept", "py.echo", "--hash", "cccc", "--config", config,
+        ])
+        .output()
+        .unwrap();
+    assert!(!stale.status.success());
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("is now bbbb2222, not cccc"),
+        "{}",
+        String::from_utf8_lossy(&stale.stderr)
+    );
+    let accepted = run_ok(&[
+        "tools", "accept", "py.echo", "--hash", "bbbb", "--config", config,
+    ]);
     assert!(accepted.contains("accepted `py.echo`"), "{accepted}");
     let pins: Value =
         serde_json::from_str(&run_ok(&["tools", "list", "--json", "--config", config])).unwrap();

@@ -122,6 +122,7 @@ pub(super) async fn accept_tool(
     store: &SqliteStore,
     server: &str,
     tool: &str,
+    expected: Option<&str>,
     now: i64,
 ) -> StoreResult<ToolPin> {
     let mut tx = store.begin().await?;
@@ -130,20 +131,28 @@ pub(super) async fn accept_tool(
         "UPDATE tool_pins \
          SET hash = drift_hash, definition = drift_definition, pinned_at = ?3, \
              drift_hash = NULL, drift_definition = NULL, drift_seen_at = NULL \
-         WHERE server = ?1 AND tool = ?2 AND drift_hash IS NOT NULL RETURNING *",
+         WHERE server = ?1 AND tool = ?2 AND drift_hash IS NOT NULL \
+           AND (?4 IS NULL OR substr(drift_hash, 1, length(?4)) = ?4) RETURNING *",
     )
     .bind(server)
     .bind(tool)
     .bind(now)
+    .bind(expected)
     .fetch_optional(&mut *tx)
     .await
     .map_err(db)?;
     let Some(accepted) = accepted else {
-        let what = match select(&mut tx, server, tool).await? {
-            Some(_) => format!("a changed definition of tool `{}`", subject(server, tool)),
-            None => format!("tool `{}`", subject(server, tool)),
-        };
-        return Err(StoreError::NotFound(what));
+        let name = subject(server, tool);
+        return Err(match select(&mut tx, server, tool).await? {
+            Some(pin) => match (pin.drift, expected) {
+                (Some(drift), Some(expected)) => StoreError::Stale(format!(
+                    "the changed definition of tool `{name}` is now {}, not {expected}: it changed again since it was reviewed",
+                    drift.hash
+                )),
+                _ => StoreError::NotFound(format!("a changed definition of tool `{name}`")),
+            },
+            None => StoreError::NotFound(format!("tool `{name}`")),
+        });
     };
     let pin = rows::tool_pin(&accepted)?;
     record_changes(&mut tx, ChangeKind::Tool, &[subject(server, tool)]).await?;

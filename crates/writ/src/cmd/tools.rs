@@ -30,6 +30,10 @@ enum Command {
     Accept {
         /// The tool, as `server.tool`.
         tool: String,
+        /// The changed definition's hash (or its first characters) as `writ tools show`
+        /// printed it: if the server changed the tool again since, nothing is accepted.
+        #[arg(long)]
+        hash: Option<String>,
     },
 }
 
@@ -70,18 +74,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         drift.seen_at, drift.hash
                     );
                     println!("{}", serde_json::to_string_pretty(&drift.definition)?);
-                    println!("\naccept it with: writ tools accept {tool}");
+                    println!(
+                        "\naccept it with: writ tools accept {tool} --hash {}",
+                        drift.hash.get(..12).unwrap_or(&drift.hash)
+                    );
                 }
             }
         }
-        Command::Accept { tool } => {
+        Command::Accept { tool, hash } => {
             let before = find(store.as_ref(), &tool).await?;
             let Some(drift) = &before.drift else {
                 bail!("tool `{tool}` has not changed since it was pinned: nothing to accept");
             };
             let (server, name) = split(&tool)?;
             let after = store
-                .accept_tool(server, name, writ_gateway::token::now())
+                .accept_tool(server, name, hash.as_deref(), writ_gateway::token::now())
                 .await?;
             tracing::info!(tool, from = %before.hash, to = %after.hash, "tool definition accepted");
             println!(
