@@ -138,4 +138,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// all), in order, at most `limit`. Every state change of a task, every agent disable,
     /// every key change and every change of a tool pin's drift appends one.
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>>;
+
+    // ----- audit log -----
+    /// Appends sealed records in one transaction: all of them or none. One writer owns
+    /// each chain and seals its records in order; a record whose writer and seq are
+    /// already stored is [`StoreError::Conflict`], and nothing of the batch is kept.
+    async fn append_audit(&self, records: &[writ_audit::Record]) -> StoreResult<()>;
+    /// The head of a writer's chain — its last record's seq and hash, or its anchor's
+    /// when retention pruned every record — from which its next record is sealed.
+    async fn audit_head(&self, writer: &str) -> StoreResult<Option<(u64, String)>>;
+    /// Where a pruned chain starts: the seq and hash of the last record pruned.
+    async fn audit_anchor(&self, writer: &str) -> StoreResult<Option<(u64, String)>>;
+    /// A writer's records after seq `after` (0 for all), in seq order, at most `limit`.
+    async fn audit_records(
+        &self,
+        writer: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<writ_audit::Record>>;
+    /// Every writer with records, checkpoints or an anchor, by name.
+    async fn audit_writers(&self) -> StoreResult<Vec<String>>;
+    /// Stores a signed checkpoint of a writer's chain.
+    async fn add_audit_checkpoint(&self, checkpoint: &writ_audit::Checkpoint) -> StoreResult<()>;
+    /// A writer's checkpoints, in seq order.
+    async fn audit_checkpoints(&self, writer: &str) -> StoreResult<Vec<writ_audit::Checkpoint>>;
 }

@@ -5,6 +5,7 @@
 //! snapshot another connection has since written past (which SQLite refuses with
 //! `SQLITE_BUSY` rather than waiting for the busy timeout).
 
+mod audit;
 mod pins;
 mod rows;
 mod schema;
@@ -517,6 +518,39 @@ impl Store for SqliteStore {
 
     async fn tool_pin(&self, server: &str, tool: &str) -> StoreResult<Option<ToolPin>> {
         pins::tool_pin(self, server, tool).await
+    }
+
+    async fn append_audit(&self, records: &[writ_audit::Record]) -> StoreResult<()> {
+        audit::append(self, records).await
+    }
+
+    async fn audit_head(&self, writer: &str) -> StoreResult<Option<(u64, String)>> {
+        audit::head(self, writer).await
+    }
+
+    async fn audit_anchor(&self, writer: &str) -> StoreResult<Option<(u64, String)>> {
+        audit::anchor(self, writer).await
+    }
+
+    async fn audit_records(
+        &self,
+        writer: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<writ_audit::Record>> {
+        audit::records(self, writer, after, limit).await
+    }
+
+    async fn audit_writers(&self) -> StoreResult<Vec<String>> {
+        audit::writers(self).await
+    }
+
+    async fn add_audit_checkpoint(&self, checkpoint: &writ_audit::Checkpoint) -> StoreResult<()> {
+        audit::add_checkpoint(self, checkpoint).await
+    }
+
+    async fn audit_checkpoints(&self, writer: &str) -> StoreResult<Vec<writ_audit::Checkpoint>> {
+        audit::checkpoints(self, writer).await
     }
 
     async fn observe_tool(

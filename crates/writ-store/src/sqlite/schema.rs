@@ -8,7 +8,11 @@ use crate::{StoreError, StoreResult};
 
 /// Schema steps in order; `PRAGMA user_version` counts how many a database has had.
 /// Append new steps; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2.sql"),
+    include_str!("schema_3.sql"),
+];
 
 /// Applies the steps this database has not had. The caller holds the write lock (a
 /// `BEGIN IMMEDIATE` transaction), so reading the version and applying the steps is

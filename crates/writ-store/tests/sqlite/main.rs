@@ -4,6 +4,7 @@
 //! one module per area, the helpers here.
 
 mod agents;
+mod audit;
 mod files;
 mod keys;
 mod pins;

@@ -1,0 +1,189 @@
+//! The audit log: sealed records appended in batches (one transaction per batch, so a
+//! gateway's group commit is one fsync for many calls), checkpoints, anchors.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use writ_audit::{Checkpoint, Record};
+
+use super::SqliteStore;
+use super::rows::{db, to_i64, to_json, write_error};
+use crate::{StoreError, StoreResult};
+
+/// Rows per INSERT statement: SQLite allows 32,766 parameters, a record binds 11.
+const ROWS_PER_STATEMENT: usize = 500;
+
+pub(super) async fn append(store: &SqliteStore, records: &[Record]) -> StoreResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_records \
+             (writer, seq, time_ms, kind, actor, task, tool, decision, fields, prev_hash, hash) ",
+        );
+        let mut failed = None;
+        insert.push_values(chunk, |mut row, record| {
+            let (seq, actor, fields) = match (
+                to_i64(record.seq, "audit seq"),
+                to_json(&record.actor, "an audit actor chain"),
+                to_json(&record.fields, "audit fields"),
+            ) {
+                (Ok(seq), Ok(actor), Ok(fields)) => (seq, actor, fields),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    failed.get_or_insert(e);
+                    (0, String::new(), String::new())
+                }
+            };
+            row.push_bind(record.writer.clone())
+                .push_bind(seq)
+                .push_bind(record.time_ms)
+                .push_bind(record.kind.clone())
+                .push_bind(actor)
+                .push_bind(record.task.clone())
+                .push_bind(record.tool.clone())
+                .push_bind(record.decision.clone())
+                .push_bind(fields)
+                .push_bind(record.prev_hash.clone())
+                .push_bind(record.hash.clone());
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        insert
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| write_error(e, |_| "an audit record with that writer and seq".into()))?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+pub(super) async fn head(store: &SqliteStore, writer: &str) -> StoreResult<Option<(u64, String)>> {
+    let last = sqlx::query(
+        "SELECT seq, hash FROM audit_records WHERE writer = ?1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(writer)
+    .fetch_optional(&store.pool)
+    .await
+    .map_err(db)?;
+    match last {
+        Some(row) => Ok(Some(seq_hash(&row)?)),
+        None => anchor(store, writer).await,
+    }
+}
+
+pub(super) async fn anchor(
+    store: &SqliteStore,
+    writer: &str,
+) -> StoreResult<Option<(u64, String)>> {
+    sqlx::query("SELECT seq, hash FROM audit_anchors WHERE writer = ?1")
+        .bind(writer)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(seq_hash)
+        .transpose()
+}
+
+pub(super) async fn records(
+    store: &SqliteStore,
+    writer: &str,
+    after: u64,
+    limit: u32,
+) -> StoreResult<Vec<Record>> {
+    sqlx::query("SELECT * FROM audit_records WHERE writer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
+        .bind(writer)
+        .bind(to_i64(after, "audit seq")?)
+        .bind(i64::from(limit))
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(record)
+        .collect()
+}
+
+pub(super) async fn writers(store: &SqliteStore) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT writer FROM audit_records UNION SELECT writer FROM audit_checkpoints \
+         UNION SELECT writer FROM audit_anchors ORDER BY writer",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db)
+}
+
+pub(super) async fn add_checkpoint(
+    store: &SqliteStore,
+    checkpoint: &Checkpoint,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (writer, seq, hash, time_ms, key_id, signature) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(&checkpoint.writer)
+    .bind(to_i64(checkpoint.seq, "checkpoint seq")?)
+    .bind(&checkpoint.hash)
+    .bind(checkpoint.time_ms)
+    .bind(&checkpoint.key_id)
+    .bind(&checkpoint.signature)
+    .execute(&store.pool)
+    .await
+    .map_err(|e| write_error(e, |_| "a checkpoint with that writer and seq".into()))?;
+    Ok(())
+}
+
+pub(super) async fn checkpoints(store: &SqliteStore, writer: &str) -> StoreResult<Vec<Checkpoint>> {
+    sqlx::query("SELECT * FROM audit_checkpoints WHERE writer = ?1 ORDER BY seq")
+        .bind(writer)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| {
+            Ok(Checkpoint {
+                writer: row.try_get("writer").map_err(db)?,
+                seq: to_u64(row.try_get("seq").map_err(db)?)?,
+                hash: row.try_get("hash").map_err(db)?,
+                time_ms: row.try_get("time_ms").map_err(db)?,
+                key_id: row.try_get("key_id").map_err(db)?,
+                signature: row.try_get("signature").map_err(db)?,
+            })
+        })
+        .collect()
+}
+
+fn seq_hash(row: &SqliteRow) -> StoreResult<(u64, String)> {
+    Ok((
+        to_u64(row.try_get("seq").map_err(db)?)?,
+        row.try_get("hash").map_err(db)?,
+    ))
+}
+
+fn to_u64(value: i64) -> StoreResult<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Database(format!("negative audit seq {value}")))
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column).map_err(db)?;
+    serde_json::from_str(&text)
+        .map_err(|err| StoreError::Database(format!("unreadable JSON in `{column}`: {err}")))
+}
+
+fn record(row: &SqliteRow) -> StoreResult<Record> {
+    Ok(Record {
+        writer: row.try_get("writer").map_err(db)?,
+        seq: to_u64(row.try_get("seq").map_err(db)?)?,
+        time_ms: row.try_get("time_ms").map_err(db)?,
+        kind: row.try_get("kind").map_err(db)?,
+        actor: json(row, "actor")?,
+        task: row.try_get("task").map_err(db)?,
+        tool: row.try_get("tool").map_err(db)?,
+        decision: row.try_get("decision").map_err(db)?,
+        fields: json(row, "fields")?,
+        prev_hash: row.try_get("prev_hash").map_err(db)?,
+        hash: row.try_get("hash").map_err(db)?,
+    })
+}
