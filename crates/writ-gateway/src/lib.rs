@@ -1,6 +1,7 @@
 //! The Writ gateway: the HTTP front door, agent sessions, aggregation of upstream servers,
 //! and the request pipeline between them.
 
+pub mod audit;
 mod catalog;
 pub mod error;
 mod front_door;
@@ -52,6 +53,10 @@ pub struct Gateway {
     /// Tool classifications and pins.
     tools: tools::ToolRegistry,
     on_deviation: writ_core::config::OnDeviation,
+    /// The audit log; `None` only with `gateway.auth = "off"`.
+    audit: Option<Arc<audit::AuditLog>>,
+    /// What is redacted from recorded arguments.
+    redact: writ_audit::RedactRules,
     shutdown: CancellationToken,
 }
 
@@ -84,6 +89,7 @@ struct Access {
     tokens: Arc<token::TokenService>,
     policies: Arc<policy::Policies>,
     store: Arc<dyn writ_store::Store>,
+    audit: Arc<audit::AuditLog>,
 }
 
 impl Gateway {
@@ -124,6 +130,8 @@ impl Gateway {
             tools,
             on_deviation: config.tasks.on_deviation,
             tokens: access.as_ref().map(|a| a.tokens.clone()),
+            audit: access.as_ref().map(|a| a.audit.clone()),
+            redact: writ_audit::RedactRules::new(),
             policies: access.map(|a| a.policies),
             shutdown,
         });
@@ -137,12 +145,15 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// Ready when every upstream is initialised and its lists are loaded.
+    /// Ready when every upstream is initialised and its lists are loaded, and the audit
+    /// log's last write succeeded.
     pub fn is_ready(&self) -> bool {
-        self.upstreams
-            .iter()
-            .zip(&self.loaded)
-            .all(|(u, loaded)| u.is_ready() && loaded.load(Ordering::Acquire))
+        self.audit.as_ref().is_none_or(|a| a.is_healthy())
+            && self
+                .upstreams
+                .iter()
+                .zip(&self.loaded)
+                .all(|(u, loaded)| u.is_ready() && loaded.load(Ordering::Acquire))
     }
 
     fn capabilities(&self) -> Value {
@@ -339,6 +350,7 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
         .map(|u| (u.name().to_string(), Value::Bool(u.is_ready())))
         .collect();
     let ready = gateway.is_ready();
+    let audit = gateway.audit.as_ref().map(|a| a.is_healthy());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -346,7 +358,7 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     };
     (
         status,
-        axum::Json(json!({ "ready": ready, "servers": servers })),
+        axum::Json(json!({ "ready": ready, "servers": servers, "audit": audit })),
     )
         .into_response()
 }
@@ -405,10 +417,12 @@ impl Running {
                     token::TokenService::start(config, &base, store.clone(), policies.clone())
                         .await?;
                 tokens.spawn_followers(shutdown.clone());
+                let audit = audit::AuditLog::start(store.clone(), shutdown.clone());
                 Some(Access {
                     tokens,
                     policies,
                     store,
+                    audit,
                 })
             }
         };

@@ -9,14 +9,17 @@
 //!         ──▶ intent check (outside the task's tools or data classes: a deviation,
 //!             which revokes the task)
 //!         ──▶ policy (Cedar `call`: allow | deny | approval required)
+//!         ──▶ audit (the decision committed to the hash chain; refusals end here)
 //!         ──▶ budget (one call of the task's `max_calls`)
 //!         ──▶ forward (Writ's own upstream session, id and progress token)
 //!         ──▶ shape result for the agent's revision ──▶ agent
 //! ```
 //! `tools/list` runs the same checks with Cedar's `discover` over every tool and shows
-//! only what passes; what it hides is logged with the reason. The approval and audit
-//! stages go between policy and forward as they land; each is one function called from
-//! `call_tool`.
+//! only what passes; what it hides is logged with the reason. Whatever the pin, intent
+//! and policy stages decide is recorded in the audit log and committed before anything
+//! else happens (`record_decision`): a refusal is answered after it is recorded, an
+//! allowed call is forwarded only after it is, and a call whose decision cannot be
+//! recorded is refused. The approval stage goes between policy and audit as it lands.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -31,6 +34,7 @@ use crate::policy::describe;
 use crate::token::{Caller, Denied};
 use crate::tools::KnownTool;
 use axum::http::StatusCode;
+use writ_audit::{Event, kinds};
 use writ_core::config::OnDeviation;
 use writ_policy::{Decision, Verdict};
 use writ_store::TaskState;
@@ -301,9 +305,15 @@ async fn call_tool(
                 format!("tool `{exposed}` has not been checked by Writ yet; try again"),
             )
         })?;
-        check_pin(&known, &exposed)?;
-        check_intent(gateway, caller, &known, &exposed).await?;
-        check_policy(gateway, caller, &known, params.get("arguments"))?;
+        let arguments = params.get("arguments");
+        let decided = async {
+            check_pin(&known, &exposed)?;
+            check_intent(gateway, caller, &known, &exposed).await?;
+            check_policy(gateway, caller, &known, arguments)
+        }
+        .await;
+        record_decision(gateway, caller, &known, arguments, &decided).await?;
+        decided?;
         if let Some(tokens) = &gateway.tokens {
             tokens.count_call(caller).map_err(GatewayError::Denied)?;
         }
@@ -404,12 +414,13 @@ fn deviation(caller: &Caller, tool: &KnownTool, exposed: &str) -> Option<String>
 }
 
 /// The policy stage: Cedar's `call` decision on this agent, tool, task and arguments.
+/// Allowed, it returns the policies that allowed the call.
 fn check_policy(
     gateway: &Gateway,
     caller: &Caller,
     tool: &KnownTool,
     arguments: Option<&Value>,
-) -> Result<(), GatewayError> {
+) -> Result<Vec<String>, GatewayError> {
     // An authenticated caller always has a policy set to answer to; without one, refuse.
     let Some(policies) = &gateway.policies else {
         return Err(GatewayError::Denied(Denied::Unavailable));
@@ -431,14 +442,88 @@ fn check_policy(
         "call decided"
     );
     if decision.is_allow() {
-        return Ok(());
+        return Ok(decision.policies);
     }
     let described = describe(&decision);
     if !policies.enforcing() {
         tracing::warn!(tool = %tool.facts.name, decision = %described, "shadow mode: policy would refuse this call");
-        return Ok(());
+        return Ok(Vec::new());
     }
     Err(refusal(&tool.facts.name, &decision, &described))
+}
+
+/// Arguments larger than this (as JSON) are recorded by digest only.
+const MAX_AUDITED_ARGUMENTS: usize = 4 * 1024;
+
+/// The audit stage: records what the stages before it decided, and waits until it is
+/// committed. A call that cannot be recorded is refused: an allowed one with 503, a
+/// refused one with its own refusal.
+async fn record_decision(
+    gateway: &Gateway,
+    caller: &Caller,
+    tool: &KnownTool,
+    arguments: Option<&Value>,
+    decided: &Result<Vec<String>, GatewayError>,
+) -> Result<(), GatewayError> {
+    let Some(audit) = &gateway.audit else {
+        return Ok(());
+    };
+    let (kind, decision) = match decided {
+        Ok(_) => (kinds::CALL_DECIDED, "allow"),
+        Err(GatewayError::Denied(Denied::InsufficientScope(_))) => {
+            (kinds::CALL_DEVIATION, "deviation")
+        }
+        Err(GatewayError::Client { code, .. }) if *code == writ_code::TOOL_HELD => {
+            (kinds::CALL_DECIDED, "held")
+        }
+        Err(GatewayError::Client { code, .. }) if *code == writ_code::APPROVAL_REQUIRED => {
+            (kinds::CALL_DECIDED, "approval_required")
+        }
+        Err(_) => (kinds::CALL_DECIDED, "deny"),
+    };
+    let task = &caller.task.task;
+    let mut actor = vec![task.agent_id.clone()];
+    if task.subject_id != task.agent_id {
+        actor.push(task.subject_id.clone());
+    }
+    let mut event = match Event::new(kind) {
+        Ok(event) => event,
+        Err(err) => return Err(GatewayError::Internal(format!("audit event: {err}"))),
+    }
+    .with_actor(actor)
+    .with_task(task.id.clone())
+    .with_tool(tool.facts.name.clone())
+    .with_decision(decision)
+    .with_field("proof", task.proof.clone());
+    match decided {
+        Ok(policies) => event = event.with_field("policies", policies.clone()),
+        Err(GatewayError::Client { message, data, .. }) => {
+            event = event.with_field("reason", message.clone());
+            if let Some(data) = data {
+                event = event.with_field("detail", data.clone());
+            }
+        }
+        Err(err) => event = event.with_field("reason", err.to_string()),
+    }
+    if let Some(arguments) = arguments {
+        event = event.with_field("arguments_digest", writ_audit::digest(arguments));
+        let mut shown = arguments.clone();
+        if writ_audit::canonical_json(&shown).len() <= MAX_AUDITED_ARGUMENTS {
+            writ_audit::redact(&mut shown, &gateway.redact);
+            event = event.with_field("arguments", shown);
+        }
+    }
+    match audit.record(event).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            tracing::error!(%err, task = %task.id, tool = %tool.facts.name, "call refused: its decision could not be recorded");
+            match decided {
+                Ok(_) => Err(GatewayError::Denied(Denied::Unavailable)),
+                // Refused anyway; the refusal says more than the audit failure.
+                Err(_) => Ok(()),
+            }
+        }
+    }
 }
 
 /// A policy refusal as the agent receives it: what was decided, by which policies, why,

@@ -1288,3 +1288,136 @@ async fn policies_mounted_through_symlinks_reload_when_the_link_moves() {
     );
     fx.stop().await;
 }
+
+/// Every decision of the call pipeline — allowed, denied, needing approval, a deviation —
+/// is a record in this gateway's hash chain, committed before the answer, and the chain
+/// verifies.
+#[tokio::test]
+async fn every_call_decision_is_recorded_in_the_audit_chain() {
+    let kit = Kit::start().await;
+    let fx = Fixture::start(example_pack(), "", &kit.toml).await;
+    let research = fx.writ(&fx.rita, &["notes.*", "ops.*"]).await;
+    let ops = fx.writ(&fx.otto, &["ops.*"]).await;
+    let allowed = fx
+        .mcp
+        .call(
+            &research,
+            "notes.write",
+            json!({"text": "x", "api_key": "sk-live-0123456789abcdef0123"}),
+        )
+        .await;
+    assert_eq!(allowed.text(), "notes.write ran");
+    fx.mcp
+        .call(&research, "ops.run", json!({}))
+        .await
+        .error(StatusCode::OK, POLICY_DENIED);
+    fx.mcp
+        .call(&ops, "ops.run", json!({}))
+        .await
+        .error(StatusCode::OK, APPROVAL_REQUIRED);
+    fx.mcp
+        .call(&research, "crm.lookup", json!({}))
+        .await
+        .error(StatusCode::FORBIDDEN, OUTSIDE_TASK);
+
+    let writers = fx.store.audit_writers().await.unwrap();
+    assert_eq!(writers.len(), 1, "{writers:?}");
+    let writer = &writers[0];
+    let records = fx.store.audit_records(writer, 0, 100).await.unwrap();
+    let seen: Vec<(&str, Option<&str>, Option<&str>)> = records
+        .iter()
+        .map(|r| (r.kind.as_str(), r.tool.as_deref(), r.decision.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("call.decided", Some("notes.write"), Some("allow")),
+            ("call.decided", Some("ops.run"), Some("deny")),
+            ("call.decided", Some("ops.run"), Some("approval_required")),
+            ("call.deviation", Some("crm.lookup"), Some("deviation")),
+        ]
+    );
+    let first = &records[0];
+    assert_eq!(first.fields["policies"], json!(["research-writes-notes"]));
+    assert_eq!(first.fields["arguments"]["text"], "x");
+    assert_eq!(
+        first.fields["arguments"]["api_key"], "[redacted:credential]",
+        "credentials never reach the audit log"
+    );
+    assert_eq!(
+        first.fields["arguments_digest"].as_str().unwrap().len(),
+        64,
+        "the digest of the arguments as sent"
+    );
+    assert_eq!(records[1].fields["detail"]["policies"], json!([]));
+    assert_eq!(
+        records[2].fields["detail"]["approvers"],
+        json!(["ops-leads"])
+    );
+    let verified = writ_audit::verify_chain(writer, None, &records, &[], |_| None)
+        .expect("the chain verifies");
+    assert_eq!(verified.records, 4);
+    fx.stop().await;
+}
+
+/// A call whose decision cannot be written to the audit log is refused and never
+/// forwarded, and the gateway says it is not ready until writes work again.
+#[tokio::test]
+async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
+    use sqlx::Connection as _;
+    let kit = Kit::start().await;
+    let fx = Fixture::start(example_pack(), "", &kit.toml).await;
+    let writ = fx.writ(&fx.rita, &["notes.*"]).await;
+    let url = format!("sqlite://{}", fx.dir.join("writ.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    // What a full disk or a read-only file looks like to the writer: every insert fails.
+    sqlx::raw_sql(
+        "CREATE TRIGGER no_room BEFORE INSERT ON audit_records \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let refused = fx
+        .mcp
+        .call(&writ, "notes.write", json!({"text": "x"}))
+        .await;
+    refused.error(StatusCode::SERVICE_UNAVAILABLE, -31012);
+    assert_eq!(kit.notes.tool_calls(), 0, "nothing is forwarded unrecorded");
+    let ready = fx
+        .mcp
+        .http
+        .get(format!("{}/readyz", fx.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["audit"], false);
+
+    sqlx::raw_sql("DROP TRIGGER no_room")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let recorded = fx
+        .mcp
+        .call(&writ, "notes.write", json!({"text": "y"}))
+        .await;
+    assert_eq!(recorded.text(), "notes.write ran");
+    assert_eq!(kit.notes.tool_calls(), 1);
+    let ready = fx
+        .mcp
+        .http
+        .get(format!("{}/readyz", fx.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    // The refused call left no record and no gap: the chain has one record and verifies.
+    let writer = &fx.store.audit_writers().await.unwrap()[0];
+    let records = fx.store.audit_records(writer, 0, 100).await.unwrap();
+    assert_eq!(records.len(), 1);
+    writ_audit::verify_chain(writer, None, &records, &[], |_| None).unwrap();
+    fx.stop().await;
+}
