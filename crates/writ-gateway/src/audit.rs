@@ -121,10 +121,12 @@ async fn write(
             .drain(..)
             .map(|p| (chain.seal(p.event, now), p.done))
             .unzip();
+        let started = std::time::Instant::now();
         let outcome = store
             .append_audit(&records)
             .await
             .map_err(|e| AuditError(e.to_string()));
+        tracing::debug!(records = records.len(), elapsed = ?started.elapsed(), "audit batch committed");
         match &outcome {
             Ok(()) => {
                 if !healthy.swap(true, Ordering::AcqRel) {
