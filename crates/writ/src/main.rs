@@ -30,6 +30,8 @@ enum Command {
     Policy(cmd::policy::Args),
     /// List pinned tool definitions and accept changed ones.
     Tools(cmd::tools::Args),
+    /// Verify the hash-chained audit log.
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
             Command::Keys(args) => cmd::keys::run(args).await,
             Command::Policy(args) => cmd::policy::run(args).await,
             Command::Tools(args) => cmd::tools::run(args).await,
+            Command::Audit(args) => cmd::audit::run(args).await,
         }
     });
     match outcome {

@@ -435,3 +435,64 @@ fn changed_tools_are_listed_shown_and_accepted() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to accept"));
 }
+
+#[test]
+fn audit_verify_passes_a_clean_log_and_names_a_changed_record() {
+    let config = temp_config("audit", "[gateway]\nlisten = \"127.0.0.1:0\"\n");
+    let dir = config.parent().unwrap().to_path_buf();
+    let _ = std::fs::remove_dir_all(dir.join(".writ"));
+    std::fs::create_dir_all(dir.join(".writ")).unwrap();
+    let db = dir.join(".writ/writ.db");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use writ_store::Store as _;
+        let store = writ_store::SqliteStore::open(&db).await.unwrap();
+        let mut chain = writ_audit::Chain::new("gw_test", None);
+        let records: Vec<_> = (1..=30)
+            .map(|i| {
+                let event = writ_audit::Event::new(writ_audit::kinds::CALL_DECIDED)
+                    .unwrap()
+                    .with_tool("notes.read")
+                    .with_decision("allow")
+                    .with_field("call", i);
+                chain.seal(event, 1_795_000_000_000 + i)
+            })
+            .collect();
+        store.append_audit(&records).await.unwrap();
+        store.close().await;
+    });
+    let config = config.to_str().unwrap();
+    let clean = run_ok(&["audit", "verify", "--config", config]);
+    assert!(
+        clean.contains("gw_test: 30 records verified, last 30"),
+        "{clean}"
+    );
+
+    // Someone with the database file changes one decision.
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let url = format!("sqlite://{}", db.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "DROP TRIGGER audit_records_append_only; \
+             UPDATE audit_records SET decision = 'deny' WHERE seq = 12;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    });
+    let tampered = writ()
+        .args(["audit", "verify", "--config", config])
+        .output()
+        .unwrap();
+    assert!(!tampered.status.success());
+    let out = String::from_utf8_lossy(&tampered.stdout);
+    assert!(out.contains("gw_test: BROKEN: record 12:"), "{out}");
+    assert!(
+        String::from_utf8_lossy(&tampered.stderr).contains("1 of 1 audit chains do not verify")
+    );
+}
