@@ -507,8 +507,9 @@ async fn record_decision(
     }
     if let Some(arguments) = arguments {
         event = event.with_field("arguments_digest", writ_audit::digest(arguments));
-        let mut shown = arguments.clone();
-        if writ_audit::canonical_json(&shown).len() <= MAX_AUDITED_ARGUMENTS {
+        // Large arguments are recorded by digest only, and never copied.
+        if writ_audit::canonical_json(arguments).len() <= MAX_AUDITED_ARGUMENTS {
+            let mut shown = arguments.clone();
             writ_audit::redact(&mut shown, &gateway.redact);
             event = event.with_field("arguments", shown);
         }
