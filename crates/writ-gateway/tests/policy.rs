@@ -452,6 +452,18 @@ impl Fixture {
         std::fs::rename(&staged, self.policies.join(name)).unwrap();
     }
 
+    /// `GET /readyz`: its status and body.
+    async fn readyz(&self) -> (StatusCode, Value) {
+        let ready = self
+            .mcp
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap();
+        (ready.status(), ready.json().await.unwrap())
+    }
+
     async fn stop(self) {
         self.running.shutdown(Duration::from_secs(2)).await;
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -1384,15 +1396,8 @@ async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
         .await;
     refused.error(StatusCode::SERVICE_UNAVAILABLE, -31012);
     assert_eq!(kit.notes.tool_calls(), 0, "nothing is forwarded unrecorded");
-    let ready = fx
-        .mcp
-        .http
-        .get(format!("{}/readyz", fx.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = fx.readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["audit"], false);
 
     sqlx::raw_sql("DROP TRIGGER no_room")
@@ -1406,14 +1411,7 @@ async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
         .await;
     assert_eq!(recorded.text(), "notes.write ran");
     assert_eq!(kit.notes.tool_calls(), 1);
-    let ready = fx
-        .mcp
-        .http
-        .get(format!("{}/readyz", fx.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(fx.readyz().await.0, StatusCode::OK);
     // The refused call left no record and no gap: the chain has one record and verifies.
     let writer = &fx.store.audit_writers().await.unwrap()[0];
     let records = fx.store.audit_records(writer, 0, 100).await.unwrap();
