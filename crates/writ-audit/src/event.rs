@@ -7,6 +7,10 @@ use crate::Error;
 /// The kinds of event Writ records. A kind is lowercase `a-z`, `0-9` and `_` in
 /// dot-separated segments (see [`is_valid_kind`]); these are the ones the gateway uses.
 pub mod kinds {
+    /// A writer began its chain: the first record of every chain, naming the key its
+    /// checkpoints are signed with (`key_id`, `public_key`), so that key is itself
+    /// hash-chained.
+    pub const AUDIT_STARTED: &str = "audit.started";
     /// An agent proved who it is.
     pub const AUTH_SUCCEEDED: &str = "auth.succeeded";
     /// An agent failed to prove who it is.
@@ -54,6 +58,7 @@ pub mod kinds {
 
     /// Every kind above.
     pub const ALL: &[&str] = &[
+        AUDIT_STARTED,
         AUTH_SUCCEEDED,
         AUTH_FAILED,
         TASK_BEGUN,
@@ -182,7 +187,7 @@ mod tests {
             assert!(is_valid_kind(kind), "{kind}");
             assert!(seen.insert(*kind), "{kind} twice");
         }
-        assert_eq!(kinds::ALL.len(), 22);
+        assert_eq!(kinds::ALL.len(), 23);
     }
 
     #[test]

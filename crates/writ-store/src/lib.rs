@@ -162,4 +162,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_audit_checkpoint(&self, checkpoint: &writ_audit::Checkpoint) -> StoreResult<()>;
     /// A writer's checkpoints, in seq order.
     async fn audit_checkpoints(&self, writer: &str) -> StoreResult<Vec<writ_audit::Checkpoint>>;
+    /// Stores the public half of a writer's checkpoint key.
+    async fn add_audit_key(&self, key: &AuditKey) -> StoreResult<()>;
+    /// Every checkpoint key ever stored.
+    async fn audit_keys(&self) -> StoreResult<Vec<AuditKey>>;
+    /// Records matching `filter`, in commit order (or its reverse).
+    async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+    /// Retention: removes every record sealed before `before_ms`, chain by chain from
+    /// its start, and leaves each chain an anchor (the last record removed) so what
+    /// remains still verifies. Checkpoints at or before an anchor stay: they vouch for
+    /// the anchor.
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<Pruned>;
+    /// A blocking appender with a connection of its own, for a writer's group-commit
+    /// thread, where the store can give one; `None` means append through
+    /// [`Store::append_audit`]. Blocking: call it from that thread or at startup.
+    fn audit_appender(&self) -> StoreResult<Option<Box<dyn AuditAppender>>> {
+        Ok(None)
+    }
+}
+
+/// An exclusive, blocking handle for appending to the audit log. A gateway's audit
+/// writer runs on a thread of its own with one of these, so committing a batch never
+/// waits behind request handling on the async runtime, nor the other way round.
+pub trait AuditAppender: Send {
+    /// Appends `records`, and `checkpoint` if given, in one transaction: all or nothing,
+    /// with the same rules as [`Store::append_audit`].
+    fn append(
+        &mut self,
+        records: &[writ_audit::Record],
+        checkpoint: Option<&writ_audit::Checkpoint>,
+    ) -> StoreResult<()>;
 }

@@ -176,3 +176,58 @@ pub struct ToolDrift {
     /// When this definition was first offered; a server repeating it does not move this.
     pub seen_at: i64,
 }
+
+/// The public half of a writer's audit checkpoint key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditKey {
+    /// What checkpoints name it by.
+    pub key_id: String,
+    /// The writer whose checkpoints it signs.
+    pub writer: String,
+    /// Ed25519 public key, 32 bytes, base64url without padding.
+    pub public_key: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// Which audit records [`Store::audit_query`](crate::Store::audit_query) returns. Every
+/// condition set must hold; none set means every record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// An agent anywhere in the record's actor chain (acting, or acted for).
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub tool: Option<String>,
+    /// A kind (`call.decided`), or every kind under a prefix (`call.*`).
+    pub kind: Option<String>,
+    pub decision: Option<String>,
+    /// The call id every record of one call carries in its `call` field.
+    pub call: Option<String>,
+    /// At or after this time (milliseconds since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Before this time.
+    pub until_ms: Option<i64>,
+    /// Only records stored after this position (from an earlier [`AuditEntry`]), for
+    /// following the log as it grows.
+    pub after: Option<u64>,
+    /// At most this many; 0 means the store's default (1,000).
+    pub limit: u32,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// A stored audit record and its position in the store: positions grow in commit order
+/// across every writer, so "everything after position P" follows the whole log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub position: u64,
+    pub record: writ_audit::Record,
+}
+
+/// What retention removed: per writer, the new anchor (the last record pruned).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub records: u64,
+    /// `(writer, anchor seq)` for every chain that lost records.
+    pub anchors: Vec<(String, u64)>,
+}

@@ -5,6 +5,7 @@
 //! snapshot another connection has since written past (which SQLite refuses with
 //! `SQLITE_BUSY` rather than waiting for the busy timeout).
 
+mod appender;
 mod audit;
 mod pins;
 mod rows;
@@ -22,8 +23,8 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use crate::{
-    Agent, AgentCredential, Change, ChangeKind, SigningKey, Store, StoreError, StoreResult, Task,
-    TaskFilter, TaskState, ToolPin,
+    Agent, AgentCredential, AuditAppender, AuditEntry, AuditFilter, AuditKey, Change, ChangeKind,
+    Pruned, SigningKey, Store, StoreError, StoreResult, Task, TaskFilter, TaskState, ToolPin,
 };
 use rows::{db, to_i64, to_json, write_error};
 
@@ -31,7 +32,7 @@ use rows::{db, to_i64, to_json, write_error};
 const MAX_CONNECTIONS: u32 = 4;
 
 /// How long a writer waits for another's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tasks returned by [`Store::tasks`] when the filter sets no limit.
 const DEFAULT_TASK_LIMIT: u32 = 100;
@@ -78,6 +79,8 @@ async fn revoke_tree(
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file; `None` in memory.
+    path: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -110,7 +113,7 @@ impl SqliteStore {
                     .connect_with(options.clone())
                     .await
                     .map_err(db)?;
-                Self::with_schema(pool).await
+                Self::with_schema(pool, Some(path.to_owned())).await
             }
             .await;
             match opened {
@@ -140,7 +143,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db)?;
-        Self::with_schema(pool).await
+        Self::with_schema(pool, None).await
     }
 
     /// Waits for queries under way to finish and closes every connection.
@@ -150,8 +153,8 @@ impl SqliteStore {
 
     /// Brings the schema up to date in one transaction, so two processes opening a new
     /// file at once cannot both create the tables.
-    async fn with_schema(pool: SqlitePool) -> StoreResult<Self> {
-        let store = Self { pool };
+    async fn with_schema(pool: SqlitePool, path: Option<std::path::PathBuf>) -> StoreResult<Self> {
+        let store = Self { pool, path };
         let mut tx = store.begin().await?;
         schema::migrate(&mut tx).await?;
         tx.commit().await.map_err(db)?;
@@ -551,6 +554,30 @@ impl Store for SqliteStore {
 
     async fn audit_checkpoints(&self, writer: &str) -> StoreResult<Vec<writ_audit::Checkpoint>> {
         audit::checkpoints(self, writer).await
+    }
+
+    async fn add_audit_key(&self, key: &AuditKey) -> StoreResult<()> {
+        audit::add_key(self, key).await
+    }
+
+    async fn audit_keys(&self) -> StoreResult<Vec<AuditKey>> {
+        audit::keys(self).await
+    }
+
+    async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        audit::query(self, filter).await
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<Pruned> {
+        audit::prune(self, before_ms).await
+    }
+
+    fn audit_appender(&self) -> StoreResult<Option<Box<dyn AuditAppender>>> {
+        match &self.path {
+            Some(path) => Ok(Some(Box::new(appender::SqliteAppender::open(path)?))),
+            // An in-memory database is reachable through its one pooled connection only.
+            None => Ok(None),
+        }
     }
 
     async fn observe_tool(

@@ -7,7 +7,10 @@ use writ_audit::{Checkpoint, Record};
 
 use super::SqliteStore;
 use super::rows::{db, to_i64, to_json, write_error};
-use crate::{StoreError, StoreResult};
+use crate::{AuditEntry, AuditFilter, AuditKey, Pruned, StoreError, StoreResult};
+
+/// Records [`query`] returns when the filter sets no limit.
+const DEFAULT_QUERY_LIMIT: u32 = 1_000;
 
 /// Rows per INSERT statement: SQLite allows 32,766 parameters, a record binds 11.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -167,6 +170,153 @@ pub(super) async fn checkpoints(store: &SqliteStore, writer: &str) -> StoreResul
             })
         })
         .collect()
+}
+
+pub(super) async fn add_key(store: &SqliteStore, key: &AuditKey) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_keys (key_id, writer, public_key, created_ms) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(&key.key_id)
+    .bind(&key.writer)
+    .bind(&key.public_key)
+    .bind(key.created_ms)
+    .execute(&store.pool)
+    .await
+    .map_err(|e| write_error(e, |_| format!("audit key `{}`", key.key_id)))?;
+    Ok(())
+}
+
+pub(super) async fn keys(store: &SqliteStore) -> StoreResult<Vec<AuditKey>> {
+    sqlx::query("SELECT * FROM audit_keys ORDER BY created_ms, key_id")
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| {
+            Ok(AuditKey {
+                key_id: row.try_get("key_id").map_err(db)?,
+                writer: row.try_get("writer").map_err(db)?,
+                public_key: row.try_get("public_key").map_err(db)?,
+                created_ms: row.try_get("created_ms").map_err(db)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn query(
+    store: &SqliteStore,
+    filter: &AuditFilter,
+) -> StoreResult<Vec<AuditEntry>> {
+    let mut sql =
+        QueryBuilder::<Sqlite>::new("SELECT rowid AS position, * FROM audit_records WHERE 1 = 1");
+    if let Some(agent) = &filter.agent {
+        sql.push(" AND EXISTS (SELECT 1 FROM json_each(actor) WHERE json_each.value = ")
+            .push_bind(agent.clone())
+            .push(")");
+    }
+    for (column, value) in [
+        ("task", &filter.task),
+        ("tool", &filter.tool),
+        ("decision", &filter.decision),
+    ] {
+        if let Some(value) = value {
+            sql.push(format_args!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    match filter.kind.as_deref().map(|k| (k, k.strip_suffix(".*"))) {
+        None => {}
+        Some((_, Some(prefix))) => {
+            // `kind` is checked well-formed before it is stored: no LIKE wildcards in it.
+            sql.push(" AND kind LIKE ").push_bind(format!("{prefix}.%"));
+        }
+        Some((kind, None)) => {
+            sql.push(" AND kind = ").push_bind(kind.to_owned());
+        }
+    }
+    if let Some(call) = &filter.call {
+        sql.push(" AND json_extract(fields, '$.call') = ")
+            .push_bind(call.clone());
+    }
+    if let Some(since) = filter.since_ms {
+        sql.push(" AND time_ms >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until_ms {
+        sql.push(" AND time_ms < ").push_bind(until);
+    }
+    if let Some(after) = filter.after {
+        sql.push(" AND rowid > ")
+            .push_bind(to_i64(after, "audit position")?);
+    }
+    sql.push(if filter.newest_first {
+        " ORDER BY rowid DESC LIMIT "
+    } else {
+        " ORDER BY rowid LIMIT "
+    });
+    let limit = if filter.limit == 0 {
+        DEFAULT_QUERY_LIMIT
+    } else {
+        filter.limit
+    };
+    sql.push_bind(i64::from(limit));
+    sql.build()
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                position: to_u64(row.try_get("position").map_err(db)?)?,
+                record: record(row)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn prune(store: &SqliteStore, before_ms: i64) -> StoreResult<Pruned> {
+    let mut tx = store.begin().await?;
+    // Per chain, the last record sealed before the cut, counted by seq: a chain is only
+    // ever pruned from its start, whatever the clock did between records.
+    let cuts = sqlx::query(
+        "SELECT writer, MAX(seq) AS seq FROM audit_records WHERE time_ms < ?1 GROUP BY writer ORDER BY writer",
+    )
+    .bind(before_ms)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    let mut pruned = Pruned::default();
+    for cut in &cuts {
+        let writer: String = cut.try_get("writer").map_err(db)?;
+        let seq: i64 = cut.try_get("seq").map_err(db)?;
+        let hash: String =
+            sqlx::query_scalar("SELECT hash FROM audit_records WHERE writer = ?1 AND seq = ?2")
+                .bind(&writer)
+                .bind(seq)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        let deleted = sqlx::query("DELETE FROM audit_records WHERE writer = ?1 AND seq <= ?2")
+            .bind(&writer)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO audit_anchors (writer, seq, hash) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(&writer)
+        .bind(seq)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        pruned.records += deleted;
+        pruned.anchors.push((writer, to_u64(seq)?));
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(pruned)
 }
 
 fn seq_hash(row: &SqliteRow) -> StoreResult<(u64, String)> {
