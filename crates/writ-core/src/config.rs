@@ -15,11 +15,13 @@ use toml::Spanned;
 use crate::naming::ServerName;
 
 mod access;
+mod audit;
 mod policy;
 pub use access::{
     AdminConfig, DpopMode, IdentityConfig, OidcIssuer, SigningAlgorithm, SpiffeTrust, StoreConfig,
     TokenConfig,
 };
+pub use audit::AuditConfig;
 pub use policy::{OnDeviation, PolicyConfig, PolicyMode, TaskRules};
 
 use crate::tools::ToolRule;
@@ -57,6 +59,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub tasks: TaskRules,
     pub admin: AdminConfig,
+    pub audit: AuditConfig,
+    /// Lowercase hex SHA-256 of the configuration's text, for the audit log's
+    /// `config.loaded` record.
+    pub digest: String,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +206,8 @@ struct RawConfig {
     tasks: policy::RawTasks,
     #[serde(default)]
     admin: access::RawAdmin,
+    #[serde(default)]
+    audit: audit::RawAudit,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +285,15 @@ impl From<RawValueSource> for ValueSource {
 }
 
 /// Builds errors that point at the line of a spanned value.
+/// Lowercase hex SHA-256.
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 struct At<'s>(&'s str);
 
 impl At<'_> {
@@ -356,6 +373,8 @@ impl RawConfig {
             policy: self.policy.into_config(&at)?,
             tasks: self.tasks.into_config(),
             admin: self.admin.into_config(&at)?,
+            audit: self.audit.into_config(&at)?,
+            digest: hex_sha256(source.as_bytes()),
         })
     }
 }
@@ -807,6 +826,47 @@ token = { env = "WRIT_ADMIN_TOKEN" }
         assert_eq!(
             config.admin.token,
             Some(ValueSource::Env("WRIT_ADMIN_TOKEN".into()))
+        );
+    }
+
+    #[test]
+    fn audit_settings_default_safely_and_are_checked() {
+        let defaults = Config::parse("").unwrap();
+        assert_eq!(defaults.audit, AuditConfig::default());
+        assert_eq!(
+            defaults.audit.retain, None,
+            "nothing is pruned unless asked"
+        );
+        let config = Config::parse(
+            "[audit]\nredact = [\"password\", \"items.*.token\"]\nretain = \"90d\"\ncheckpoint_every = 50\ncheckpoint_interval = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.audit.redact, ["password", "items.*.token"]);
+        assert_eq!(config.audit.retain, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(config.audit.checkpoint_every, 50);
+        assert_eq!(config.audit.checkpoint_interval, Duration::from_secs(2));
+        for (text, says) in [
+            (
+                "[audit]\nredact = [\"a..b\"]\n",
+                "line 2: `audit.redact` pattern `a..b` is not a path",
+            ),
+            (
+                "[audit]\nretain = \"forever\"\n",
+                "line 2: `audit.retain` = `forever` is not a duration",
+            ),
+            (
+                "[audit]\ncheckpoint_every = 0\n",
+                "line 2: `audit.checkpoint_every` must be greater than zero",
+            ),
+            ("[audit]\nsync = \"full\"\n", "unknown field `sync`"),
+        ] {
+            let error = Config::parse(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        assert_ne!(
+            Config::parse("").unwrap().digest,
+            Config::parse("\n").unwrap().digest,
+            "the digest is over the text as written"
         );
     }
 

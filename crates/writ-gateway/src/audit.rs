@@ -1,74 +1,159 @@
-//! The audit stage: every call decision is sealed into this gateway's hash chain and
-//! committed to the store before the call goes on.
+//! The audit log's writer: every event of this gateway is sealed into its hash chain and
+//! committed to the store; call decisions are committed before the call goes on.
 //!
-//! Calls hand their event to one writer task and wait for its answer. The writer takes
-//! every event waiting at that moment (up to [`MAX_BATCH`]), seals them in order and
-//! appends them in one transaction — group commit: concurrent calls share one write
-//! instead of queueing behind one each. If the write fails, every call of the batch is
-//! refused (fail closed), the chain's head is put back, and the gateway reports itself
-//! unready until a write succeeds again.
+//! Events go to one writer thread. It takes every event waiting at that moment (up to
+//! [`MAX_BATCH`]), seals them in order and appends them in one transaction — group
+//! commit: concurrent calls share one write instead of queueing behind one each. The
+//! thread is an OS thread with a store connection of its own (where the store offers
+//! one), so a commit never waits for a turn on the async runtime that is busy serving
+//! requests, and request handling never waits for SQLite.
+//!
+//! [`AuditLog::record`] waits until its event is committed: the pipeline uses it for
+//! call decisions, which must be durable before a call is answered or forwarded.
+//! [`AuditLog::note`] hands an event over without waiting, for what happens after the
+//! decision (forwarded, completed, tools listed, tasks begun): recorded in order, in the
+//! same chain, but never holding up the call.
+//!
+//! If a write fails, every waiting call of the batch is refused (fail closed), the
+//! chain's head is put back, and the gateway reports itself unready until a write
+//! succeeds again.
 //!
 //! Each gateway process is one writer with a chain of its own (`gw_` and a random id),
-//! so replicas never contend for a chain head.
+//! so replicas never contend for a chain head. The chain starts with an `audit.started`
+//! record naming the Ed25519 key its checkpoints are signed with. The key is made for
+//! this chain and its private half never leaves this process, so nobody who edits the
+//! database later can sign a checkpoint in its name. A checkpoint is signed every
+//! `checkpoint_every` records, `checkpoint_interval` after the last record none covers,
+//! and when the gateway stops.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use sha2::Digest as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use writ_audit::{Chain, Event};
-use writ_store::Store;
+use writ_audit::{Chain, Checkpoint, Event, Record, kinds};
+use writ_core::config::AuditConfig;
+use writ_store::{AuditAppender, AuditKey, Store, StoreError};
 
 /// The most events one transaction takes.
 const MAX_BATCH: usize = 512;
-/// Events waiting for the writer; beyond this, calls wait to hand theirs over.
-const QUEUE: usize = 4_096;
+/// Events waiting for the writer; beyond this, callers wait to hand theirs over.
+const QUEUE: usize = 8_192;
+/// How often retention looks for records to prune.
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
 /// Why an event was not recorded.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the audit log could not be written: {0}")]
 pub struct AuditError(String);
 
-struct Pending {
-    event: Event,
-    done: oneshot::Sender<Result<(), AuditError>>,
+/// What the writer thread is asked to do.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every job is a record; boxing it would cost an allocation per event"
+)]
+enum Job {
+    /// Seal and commit an event; answer on `done` if someone waits for it.
+    Record {
+        event: Event,
+        done: Option<oneshot::Sender<Result<(), AuditError>>>,
+    },
+    /// Sign a checkpoint if records were committed since the last one.
+    Checkpoint,
+    /// Sign a last checkpoint and stop.
+    Stop,
 }
 
 /// This gateway's writer of the audit log.
 #[derive(Debug)]
 pub struct AuditLog {
     writer: String,
-    queue: mpsc::Sender<Pending>,
+    key_id: String,
+    queue: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for Pending {
+impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("kind", &self.event.kind())
-            .finish_non_exhaustive()
+        match self {
+            Job::Record { event, .. } => write!(f, "Record({})", event.kind()),
+            Job::Checkpoint => f.write_str("Checkpoint"),
+            Job::Stop => f.write_str("Stop"),
+        }
     }
 }
 
 impl AuditLog {
-    /// Starts the writer for a new chain of this process.
-    pub fn start(store: Arc<dyn Store>, shutdown: CancellationToken) -> Arc<Self> {
+    /// Starts a new chain for this process: makes its checkpoint key, stores the public
+    /// half, and starts the writer thread, whose first record is `audit.started`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        settings: &AuditConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StoreError> {
         let writer = format!("gw_{}", uuid::Uuid::new_v4().simple());
-        let (queue, events) = mpsc::channel(QUEUE);
+        let key = SigningKey::generate(&mut rand_core::OsRng);
+        let public_key = URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+        let key_id = key_id(&public_key);
+        let now = now_ms();
+        store
+            .add_audit_key(&AuditKey {
+                key_id: key_id.clone(),
+                writer: writer.clone(),
+                public_key: public_key.clone(),
+                created_ms: now,
+            })
+            .await?;
+        let sink = match store.audit_appender()? {
+            Some(own) => Sink::Own(own),
+            None => Sink::Shared(store.clone(), tokio::runtime::Handle::current()),
+        };
+        let (queue, jobs) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
-        tokio::spawn(write(
-            store,
-            Chain::new(writer.clone(), None),
-            events,
-            healthy.clone(),
-            shutdown,
-        ));
-        tracing::info!(%writer, "audit log writer started");
-        Arc::new(Self {
+        let thread = WriterThread {
+            sink,
+            chain: Chain::new(writer.clone(), None),
+            key,
+            key_id: key_id.clone(),
+            checkpoint_every: u64::try_from(settings.checkpoint_every).unwrap_or(u64::MAX),
+            unsigned: 0,
+            healthy: healthy.clone(),
+        };
+        std::thread::Builder::new()
+            .name("writ-audit".into())
+            .spawn(move || thread.run(jobs))
+            .map_err(|e| StoreError::Database(format!("cannot start the audit writer: {e}")))?;
+        let log = Arc::new(Self {
             writer,
+            key_id,
             queue,
             healthy,
-        })
+        });
+        let started = Event::new(kinds::AUDIT_STARTED)
+            .map(|e| {
+                e.with_field("key_id", log.key_id.clone())
+                    .with_field("public_key", public_key)
+                    .with_field("version", env!("CARGO_PKG_VERSION"))
+            })
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        log.record(started)
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        tokio::spawn(tick(
+            log.queue.clone(),
+            settings.checkpoint_interval,
+            shutdown.clone(),
+        ));
+        if let Some(retain) = settings.retain {
+            tokio::spawn(prune(store, retain, shutdown));
+        }
+        tracing::info!(writer = %log.writer, key = %log.key_id, "audit log writer started");
+        Ok(log)
     }
 
     /// This process's chain.
@@ -80,12 +165,35 @@ impl AuditLog {
     pub async fn record(&self, event: Event) -> Result<(), AuditError> {
         let (done, committed) = oneshot::channel();
         self.queue
-            .send(Pending { event, done })
+            .send(Job::Record {
+                event,
+                done: Some(done),
+            })
             .await
-            .map_err(|_| AuditError("the audit writer has stopped".into()))?;
-        committed
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
+    }
+
+    /// Hands `event` to the writer without waiting for it to be committed. A failure is
+    /// logged by the writer (and turns the gateway unready); nobody else is told.
+    pub async fn note(&self, event: Event) {
+        if self
+            .queue
+            .send(Job::Record { event, done: None })
             .await
-            .map_err(|_| AuditError("the audit writer has stopped".into()))?
+            .is_err()
+        {
+            tracing::error!("the audit writer has stopped; an event was not recorded");
+        }
+    }
+
+    /// [`note`](Self::note) from code that cannot wait: dropped (and logged) only if the
+    /// writer's queue is full.
+    pub fn note_now(&self, event: Event) {
+        if let Err(err) = self.queue.try_send(Job::Record { event, done: None }) {
+            tracing::error!(%err, "the audit queue is full or closed; an event was not recorded");
+            self.healthy.store(false, Ordering::Release);
+        }
     }
 
     /// False after a failed write, until a write succeeds.
@@ -94,54 +202,166 @@ impl AuditLog {
     }
 }
 
-async fn write(
-    store: Arc<dyn Store>,
-    mut chain: Chain,
-    mut events: mpsc::Receiver<Pending>,
-    healthy: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+/// A checkpoint key's id: `ak_` and the first 16 hex digits of the SHA-256 of the public
+/// key, so the id itself commits to the key.
+fn key_id(public_key: &str) -> String {
+    let digest = sha2::Sha256::digest(public_key.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("ak_{hex}")
+}
+
+fn stopped() -> AuditError {
+    AuditError("the audit writer has stopped".into())
+}
+
+/// Asks for a checkpoint every `interval`; on shutdown, for a last one and a stop.
+async fn tick(queue: mpsc::Sender<Job>, interval: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
     loop {
-        let first = tokio::select! {
-            first = events.recv() => first,
-            () = shutdown.cancelled() => None,
-        };
-        let Some(first) = first else { return };
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match events.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        tokio::select! {
+            _ = every.tick() => {
+                // A checkpoint already waiting in a full queue is as good as this one.
+                let _ = queue.try_send(Job::Checkpoint);
+            }
+            () = shutdown.cancelled() => {
+                let _ = queue.send(Job::Stop).await;
+                return;
             }
         }
-        let before = chain.clone();
+    }
+}
+
+/// Retention: every [`PRUNE_EVERY`], removes records older than `retain`, leaving anchors.
+async fn prune(store: Arc<dyn Store>, retain: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let keep = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+        match store.prune_audit(now_ms().saturating_sub(keep)).await {
+            Ok(pruned) if pruned.records > 0 => {
+                tracing::info!(records = pruned.records, anchors = ?pruned.anchors, "audit retention pruned old records");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(%err, "audit retention could not prune"),
+        }
+    }
+}
+
+/// Where the writer thread commits.
+enum Sink {
+    /// A blocking connection of its own.
+    Own(Box<dyn AuditAppender>),
+    /// The store's async methods, driven from the thread (in-memory stores).
+    Shared(Arc<dyn Store>, tokio::runtime::Handle),
+}
+
+impl Sink {
+    fn append(
+        &mut self,
+        records: &[Record],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Sink::Own(appender) => appender.append(records, checkpoint),
+            Sink::Shared(store, runtime) => runtime.block_on(async {
+                store.append_audit(records).await?;
+                match checkpoint {
+                    Some(checkpoint) => store.add_audit_checkpoint(checkpoint).await,
+                    None => Ok(()),
+                }
+            }),
+        }
+    }
+}
+
+struct WriterThread {
+    sink: Sink,
+    chain: Chain,
+    key: SigningKey,
+    key_id: String,
+    checkpoint_every: u64,
+    /// Records committed since the last checkpoint.
+    unsigned: u64,
+    healthy: Arc<AtomicBool>,
+}
+
+type Waiting = Option<oneshot::Sender<Result<(), AuditError>>>;
+
+impl WriterThread {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut events: Vec<(Event, Waiting)> = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = jobs.blocking_recv() {
+            let mut checkpoint = false;
+            let mut stop = false;
+            let mut next = Some(first);
+            while let Some(job) = next {
+                match job {
+                    Job::Record { event, done } => events.push((event, done)),
+                    Job::Checkpoint => checkpoint = true,
+                    Job::Stop => stop = true,
+                }
+                next = if stop || events.len() >= MAX_BATCH {
+                    None
+                } else {
+                    jobs.try_recv().ok()
+                };
+            }
+            self.commit(&mut events, checkpoint || stop);
+            if stop {
+                return;
+            }
+        }
+        // Every sender is gone (the gateway was dropped without a shutdown).
+        self.commit(&mut events, true);
+    }
+
+    /// Seals and commits `events` (leaving it empty), with a checkpoint if one is due or
+    /// `checkpoint` asks for one, and answers everyone waiting.
+    fn commit(&mut self, events: &mut Vec<(Event, Waiting)>, checkpoint: bool) {
+        if events.is_empty() && (!checkpoint || self.unsigned == 0) {
+            return;
+        }
+        let before = self.chain.clone();
         let now = now_ms();
-        let (records, waiting): (Vec<_>, Vec<_>) = batch
+        let (records, waiting): (Vec<Record>, Vec<Waiting>) = events
             .drain(..)
-            .map(|p| (chain.seal(p.event, now), p.done))
+            .map(|(event, done)| (self.chain.seal(event, now), done))
             .unzip();
+        let count = records.len() as u64;
+        let due = checkpoint || self.unsigned + count >= self.checkpoint_every;
+        let signed = (due && self.unsigned + count > 0)
+            .then(|| Checkpoint::sign(self.chain.head(), now, &self.key_id, &self.key));
         let started = std::time::Instant::now();
-        let outcome = store
-            .append_audit(&records)
-            .await
+        let outcome = self
+            .sink
+            .append(&records, signed.as_ref())
             .map_err(|e| AuditError(e.to_string()));
-        tracing::debug!(records = records.len(), elapsed = ?started.elapsed(), "audit batch committed");
+        tracing::debug!(records = records.len(), checkpoint = signed.is_some(), elapsed = ?started.elapsed(), "audit batch committed");
         match &outcome {
             Ok(()) => {
-                if !healthy.swap(true, Ordering::AcqRel) {
+                self.unsigned = if signed.is_some() {
+                    0
+                } else {
+                    self.unsigned + count
+                };
+                if !self.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!("the audit log is written again");
                 }
             }
             Err(err) => {
                 // The records were not stored: the next batch continues from the last
                 // stored head, so the chain has no gap.
-                chain = before;
-                healthy.store(false, Ordering::Release);
-                tracing::error!(%err, records = records.len(), "audit write failed; the calls are refused");
+                self.chain = before;
+                self.healthy.store(false, Ordering::Release);
+                tracing::error!(%err, records = records.len(), "audit write failed; the calls waiting on it are refused");
             }
         }
-        for done in waiting {
+        for done in waiting.into_iter().flatten() {
             let _ = done.send(outcome.clone());
         }
     }

@@ -4,6 +4,7 @@
 pub mod audit;
 mod catalog;
 pub mod error;
+mod events;
 mod front_door;
 mod pipeline;
 pub mod policy;
@@ -57,6 +58,8 @@ pub struct Gateway {
     audit: Option<Arc<audit::AuditLog>>,
     /// What is redacted from recorded arguments.
     redact: writ_audit::RedactRules,
+    /// Per server, the names of the credential references it is reached with.
+    credentials: std::collections::HashMap<String, Option<String>>,
     shutdown: CancellationToken,
 }
 
@@ -77,6 +80,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tokens(#[from] token::TokenStartError),
+    #[error("`audit.redact`: {0}")]
+    Redact(String),
     #[error("the policies in `{dir}` do not load:\n{source}")]
     Policy {
         dir: std::path::PathBuf,
@@ -115,6 +120,7 @@ impl Gateway {
         let tools = tools::ToolRegistry::new(
             config.servers.clone(),
             access.as_ref().map(|a| a.store.clone()),
+            access.as_ref().map(|a| a.audit.clone()),
         );
         let gateway = Arc::new(Self {
             allowed_origins: allowed_origins(&config.gateway, listen),
@@ -131,7 +137,12 @@ impl Gateway {
             on_deviation: config.tasks.on_deviation,
             tokens: access.as_ref().map(|a| a.tokens.clone()),
             audit: access.as_ref().map(|a| a.audit.clone()),
-            redact: writ_audit::RedactRules::new(),
+            redact: events::redact_rules(config)?,
+            credentials: config
+                .servers
+                .iter()
+                .map(|s| (s.name.to_string(), events::credential_references(s)))
+                .collect(),
             policies: access.map(|a| a.policies),
             shutdown,
         });
@@ -394,30 +405,44 @@ impl Running {
                 None
             }
             AuthMode::On => {
-                let policies = policy::Policies::load(&config.policy).map_err(|source| {
-                    StartError::Policy {
-                        dir: config.policy.dir.clone(),
-                        source,
-                    }
-                })?;
-                policies.spawn_watcher(shutdown.clone());
                 let store = writ_store::SqliteStore::open(&config.store.path)
                     .await
                     .map_err(|source| StartError::Store {
                         path: config.store.path.clone(),
                         source,
                     })?;
+                let store: Arc<dyn writ_store::Store> = Arc::new(store);
+                let audit = audit::AuditLog::start(store.clone(), &config.audit, shutdown.clone())
+                    .await
+                    .map_err(|source| StartError::Store {
+                        path: config.store.path.clone(),
+                        source,
+                    })?;
+                audit.note(events::config_loaded(config)).await;
+                let policies = policy::Policies::load(&config.policy).map_err(|source| {
+                    StartError::Policy {
+                        dir: config.policy.dir.clone(),
+                        source,
+                    }
+                })?;
+                audit
+                    .note(events::policy_loaded(&policies.current(), "start"))
+                    .await;
+                policies.spawn_watcher(shutdown.clone(), Some(audit.clone()));
                 let base = config
                     .gateway
                     .public_url
                     .clone()
                     .unwrap_or_else(|| format!("http://{local_addr}"));
-                let store: Arc<dyn writ_store::Store> = Arc::new(store);
-                let tokens =
-                    token::TokenService::start(config, &base, store.clone(), policies.clone())
-                        .await?;
+                let tokens = token::TokenService::start(
+                    config,
+                    &base,
+                    store.clone(),
+                    policies.clone(),
+                    audit.clone(),
+                )
+                .await?;
                 tokens.spawn_followers(shutdown.clone());
-                let audit = audit::AuditLog::start(store.clone(), shutdown.clone());
                 Some(Access {
                     tokens,
                     policies,

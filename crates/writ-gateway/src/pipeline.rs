@@ -181,7 +181,7 @@ struct Screen<'g> {
         std::sync::Arc<writ_policy::Engine>,
         Result<writ_policy::ListContext, writ_policy::FactsError>,
     )>,
-    shown: usize,
+    shown: Vec<String>,
     hidden: Vec<(String, String)>,
 }
 
@@ -200,7 +200,7 @@ impl<'g> Screen<'g> {
             gateway,
             caller,
             policy,
-            shown: 0,
+            shown: Vec::new(),
             hidden: Vec::new(),
         }
     }
@@ -223,7 +223,7 @@ impl<'g> Screen<'g> {
         };
         match why_hidden {
             None => {
-                self.shown += 1;
+                self.shown.push(named.name.into_owned());
                 true
             }
             Some(why) => {
@@ -266,15 +266,29 @@ impl<'g> Screen<'g> {
         Some(why)
     }
 
-    /// Records what the list showed and hid, and why.
+    /// Records what the list showed and hid, and why: in the process log, and as a
+    /// `tools.discovered` event (handed over, not waited for).
     fn log(self) {
-        if let Some(caller) = self.caller {
-            tracing::info!(
-                agent = %caller.task.agent.name,
-                task = %caller.task.task.id,
-                shown = self.shown,
-                hidden = ?self.hidden,
-                "tools listed"
+        let Some(caller) = self.caller else { return };
+        tracing::info!(
+            agent = %caller.task.agent.name,
+            task = %caller.task.task.id,
+            shown = self.shown.len(),
+            hidden = ?self.hidden,
+            "tools listed"
+        );
+        if let Some(audit) = &self.gateway.audit {
+            let hidden: Vec<Value> = self
+                .hidden
+                .into_iter()
+                .map(|(tool, reason)| serde_json::json!({ "tool": tool, "reason": reason }))
+                .collect();
+            audit.note_now(
+                crate::events::event(kinds::TOOLS_DISCOVERED)
+                    .with_actor(crate::token::actors(&caller.task.task))
+                    .with_task(caller.task.task.id.clone())
+                    .with_field("shown", self.shown)
+                    .with_field("hidden", hidden),
             );
         }
     }
@@ -297,6 +311,7 @@ async fn call_tool(
         ));
     }
     let (upstream, tool) = resolve_tool(gateway, &exposed)?;
+    let mut audited = None;
     if let Some(caller) = caller {
         let known = gateway.tools.get(&exposed).ok_or_else(|| {
             GatewayError::client(
@@ -312,16 +327,100 @@ async fn call_tool(
             check_policy(gateway, caller, &known, arguments)
         }
         .await;
-        record_decision(gateway, caller, &known, arguments, &decided).await?;
+        let call = format!("c_{}", uuid::Uuid::new_v4().simple());
+        record_decision(gateway, caller, &known, &call, arguments, &decided).await?;
         decided?;
         if let Some(tokens) = &gateway.tokens {
             tokens.count_call(caller).map_err(GatewayError::Denied)?;
         }
+        audited = Some(Audited {
+            call,
+            task: caller.task.task.id.clone(),
+            tool: known.facts.name.clone(),
+            server: known.facts.server.clone(),
+        });
     }
+    let (Some(audited), Some(audit)) = (audited, &gateway.audit) else {
+        params.insert("name".into(), Value::String(tool));
+        return Ok(upstream
+            .call("tools/call", Some(upstream_params(params)), progress)
+            .await?);
+    };
+    audit
+        .note(
+            audited
+                .event(kinds::CALL_FORWARDED)
+                .with_field("upstream_tool", tool.clone())
+                .with_field(
+                    "credential",
+                    gateway.credentials.get(&audited.server).cloned().flatten(),
+                ),
+        )
+        .await;
     params.insert("name".into(), Value::String(tool));
-    Ok(upstream
+    let started = std::time::Instant::now();
+    let result = upstream
         .call("tools/call", Some(upstream_params(params)), progress)
-        .await?)
+        .await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    let completed = audited
+        .event(kinds::CALL_COMPLETED)
+        .with_field("latency_ms", (latency_ms * 1_000.0).round() / 1_000.0);
+    audit
+        .note(match &result {
+            Ok(raw) => completed
+                .with_field(
+                    "status",
+                    if is_tool_error(raw) {
+                        "tool_error"
+                    } else {
+                        "ok"
+                    },
+                )
+                .with_field("result_digest", sha256_hex(raw.get().as_bytes())),
+            Err(err) => completed
+                .with_field("status", "error")
+                .with_field("error", err.to_string()),
+        })
+        .await;
+    Ok(result?)
+}
+
+/// What the records after a call's decision share: which call, task, tool and server.
+struct Audited {
+    call: String,
+    task: String,
+    tool: String,
+    server: String,
+}
+
+impl Audited {
+    fn event(&self, kind: &'static str) -> Event {
+        crate::events::event(kind)
+            .with_task(self.task.clone())
+            .with_tool(self.tool.clone())
+            .with_field("call", self.call.clone())
+            .with_field("server", self.server.clone())
+    }
+}
+
+/// Whether a `tools/call` result says the tool failed (`isError: true`).
+fn is_tool_error(raw: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        #[serde(rename = "isError", default)]
+        is_error: bool,
+    }
+    serde_json::from_str::<Outcome>(raw.get()).is_ok_and(|o| o.is_error)
+}
+
+/// Lowercase hex SHA-256 of the result exactly as the upstream sent it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The pin stage: a tool whose definition changed since it was trusted is not called.
@@ -462,6 +561,7 @@ async fn record_decision(
     gateway: &Gateway,
     caller: &Caller,
     tool: &KnownTool,
+    call: &str,
     arguments: Option<&Value>,
     decided: &Result<Vec<String>, GatewayError>,
 ) -> Result<(), GatewayError> {
@@ -482,19 +582,21 @@ async fn record_decision(
         Err(_) => (kinds::CALL_DECIDED, "deny"),
     };
     let task = &caller.task.task;
-    let mut actor = vec![task.agent_id.clone()];
-    if task.subject_id != task.agent_id {
-        actor.push(task.subject_id.clone());
-    }
-    let mut event = match Event::new(kind) {
-        Ok(event) => event,
-        Err(err) => return Err(GatewayError::Internal(format!("audit event: {err}"))),
-    }
-    .with_actor(actor)
-    .with_task(task.id.clone())
-    .with_tool(tool.facts.name.clone())
-    .with_decision(decision)
-    .with_field("proof", task.proof.clone());
+    let mut event = crate::events::event(kind)
+        .with_actor(crate::token::actors(task))
+        .with_task(task.id.clone())
+        .with_tool(tool.facts.name.clone())
+        .with_decision(decision)
+        .with_field("call", call.to_owned())
+        .with_field("server", tool.facts.server.clone())
+        .with_field(
+            "proof",
+            if caller.claims.cnf.is_some() {
+                "dpop"
+            } else {
+                "bearer"
+            },
+        );
     match decided {
         Ok(policies) => event = event.with_field("policies", policies.clone()),
         Err(GatewayError::Client { message, data, .. }) => {

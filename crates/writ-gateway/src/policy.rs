@@ -150,8 +150,13 @@ impl Policies {
         }
     }
 
-    /// Watches the folder until `shutdown`.
-    pub fn spawn_watcher(self: &Arc<Self>, shutdown: CancellationToken) {
+    /// Watches the folder until `shutdown`; every set that takes effect is recorded in
+    /// `audit`.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+        audit: Option<Arc<crate::audit::AuditLog>>,
+    ) {
         let policies = self.clone();
         tokio::spawn(async move {
             loop {
@@ -161,7 +166,14 @@ impl Policies {
                 }
                 let watched = policies.clone();
                 // Reading and validating files blocks; keep it off the request threads.
-                let _ = tokio::task::spawn_blocking(move || watched.reload_if_changed()).await;
+                let reloaded = tokio::task::spawn_blocking(move || watched.reload_if_changed())
+                    .await
+                    .unwrap_or(false);
+                if let (true, Some(audit)) = (reloaded, &audit) {
+                    audit
+                        .note(crate::events::policy_loaded(&policies.current(), "reload"))
+                        .await;
+                }
             }
         });
     }

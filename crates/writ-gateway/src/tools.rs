@@ -13,10 +13,14 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use writ_audit::kinds;
 use writ_core::config::ServerConfig;
 use writ_core::tools::classify;
 use writ_policy::ToolFacts;
 use writ_store::{Store, ToolPin};
+
+use crate::audit::AuditLog;
+use crate::events::event;
 
 /// One tool as the pipeline sees it.
 #[derive(Debug)]
@@ -35,6 +39,8 @@ pub struct KnownTool {
 pub struct ToolRegistry {
     servers: Vec<ServerConfig>,
     store: Option<Arc<dyn Store>>,
+    /// Where drift seen and definitions released are recorded.
+    audit: Option<Arc<AuditLog>>,
     /// By exposed name.
     known: RwLock<HashMap<String, Arc<KnownTool>>>,
 }
@@ -49,10 +55,15 @@ pub struct Listed<'a> {
 
 impl ToolRegistry {
     /// `store` is where pins live; without one (authentication off) nothing is pinned.
-    pub fn new(servers: Vec<ServerConfig>, store: Option<Arc<dyn Store>>) -> Self {
+    pub fn new(
+        servers: Vec<ServerConfig>,
+        store: Option<Arc<dyn Store>>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Self {
         Self {
             servers,
             store,
+            audit,
             known: RwLock::default(),
         }
     }
@@ -142,6 +153,8 @@ impl ToolRegistry {
         pin: Option<&ToolPin>,
     ) -> Option<String> {
         let settled = pin.is_some_and(|p| p.hash == hash && p.drift.is_none());
+        let drift_known = pin.is_some_and(|p| p.drift.as_ref().is_some_and(|d| d.hash == hash));
+        let previous = pin.map(|p| p.hash.clone());
         let pin = if settled {
             pin.cloned()
         } else {
@@ -165,10 +178,23 @@ impl ToolRegistry {
         };
         match pin {
             Some(pin) if pin.hash == hash => None,
-            _ => Some(format!(
-                "its definition changed since it was pinned; an operator must review and accept it (`writ tools accept {}.{}`)",
-                server.name, tool.name
-            )),
+            _ => {
+                if let (Some(audit), false) = (&self.audit, drift_known) {
+                    audit
+                        .note(
+                            event(kinds::TOOL_DRIFTED)
+                                .with_tool(format!("{}.{}", server.name, tool.name))
+                                .with_field("server", server.name.to_string())
+                                .with_field("pinned_hash", previous)
+                                .with_field("offered_hash", hash.to_owned()),
+                        )
+                        .await;
+                }
+                Some(format!(
+                    "its definition changed since it was pinned; an operator must review and accept it (`writ tools accept {}.{}`)",
+                    server.name, tool.name
+                ))
+            }
         }
     }
 
@@ -186,16 +212,31 @@ impl ToolRegistry {
                 return;
             }
         };
-        let Ok(mut known) = self.known.write() else {
-            return;
-        };
         let facts_name = format!("{server}.{tool}");
+        let released = self.release(&facts_name, pin.as_ref());
+        if let (Some(audit), Some(pin), true) = (&self.audit, pin, released) {
+            audit
+                .note(
+                    event(kinds::TOOL_ACCEPTED)
+                        .with_tool(facts_name)
+                        .with_field("server", server.to_owned())
+                        .with_field("hash", pin.hash),
+                )
+                .await;
+        }
+    }
+
+    /// Releases held entries of tool `facts_name` whose definition is the accepted `pin`;
+    /// true if any was released.
+    fn release(&self, facts_name: &str, pin: Option<&ToolPin>) -> bool {
+        let Ok(mut known) = self.known.write() else {
+            return false;
+        };
+        let mut released = false;
         for entry in known.values_mut() {
             // Released only when the accepted definition is the one the catalog holds: if
             // the server changed it yet again, it stays held.
-            let accepted = pin
-                .as_ref()
-                .is_some_and(|p| Some(&p.hash) == entry.hash.as_ref());
+            let accepted = pin.is_some_and(|p| Some(&p.hash) == entry.hash.as_ref());
             if entry.facts.name == facts_name && entry.held.is_some() && accepted {
                 tracing::info!(tool = %facts_name, "tool definition accepted; no longer held");
                 *entry = Arc::new(KnownTool {
@@ -204,8 +245,10 @@ impl ToolRegistry {
                     hash: entry.hash.clone(),
                     held: None,
                 });
+                released = true;
             }
         }
+        released
     }
 }
 

@@ -1334,22 +1334,39 @@ async fn every_call_decision_is_recorded_in_the_audit_chain() {
 
     let writers = fx.store.audit_writers().await.unwrap();
     assert_eq!(writers.len(), 1, "{writers:?}");
-    let writer = &writers[0];
-    let records = fx.store.audit_records(writer, 0, 100).await.unwrap();
-    let seen: Vec<(&str, Option<&str>, Option<&str>)> = records
+    let writer = writers[0].clone();
+    let records = fx.store.audit_records(&writer, 0, 100).await.unwrap();
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds[..3],
+        ["audit.started", "config.loaded", "policy.loaded"],
+        "{kinds:?}"
+    );
+    let calls: Vec<(&str, Option<&str>, Option<&str>)> = records
         .iter()
+        .filter(|r| r.kind.starts_with("call.") || r.kind.starts_with("task."))
         .map(|r| (r.kind.as_str(), r.tool.as_deref(), r.decision.as_deref()))
         .collect();
     assert_eq!(
-        seen,
+        calls,
         [
+            ("task.begun", None, None),
+            ("task.begun", None, None),
             ("call.decided", Some("notes.write"), Some("allow")),
+            ("call.forwarded", Some("notes.write"), None),
+            ("call.completed", Some("notes.write"), None),
             ("call.decided", Some("ops.run"), Some("deny")),
             ("call.decided", Some("ops.run"), Some("approval_required")),
+            // The task is revoked as the deviation is found, before the call's record.
+            ("task.revoked", None, None),
             ("call.deviation", Some("crm.lookup"), Some("deviation")),
         ]
     );
-    let first = &records[0];
+    let decided: Vec<&writ_audit::Record> = records
+        .iter()
+        .filter(|r| r.kind == "call.decided" || r.kind == "call.deviation")
+        .collect();
+    let first = decided[0];
     assert_eq!(first.fields["policies"], json!(["research-writes-notes"]));
     assert_eq!(first.fields["arguments"]["text"], "x");
     assert_eq!(
@@ -1361,15 +1378,94 @@ async fn every_call_decision_is_recorded_in_the_audit_chain() {
         64,
         "the digest of the arguments as sent"
     );
-    assert_eq!(records[1].fields["detail"]["policies"], json!([]));
+    assert_eq!(first.actor, [fx.rita.agent_id.clone()]);
+    assert_eq!(first.fields["proof"], "bearer");
+    assert_eq!(first.fields["server"], "notes");
+    // Every record of the allowed call carries its id; the others have ids of their own.
+    let call = first.fields["call"].as_str().unwrap();
+    assert!(call.starts_with("c_"), "{call}");
+    let of_call: Vec<&str> = records
+        .iter()
+        .filter(|r| r.fields.get("call").and_then(Value::as_str) == Some(call))
+        .map(|r| r.kind.as_str())
+        .collect();
     assert_eq!(
-        records[2].fields["detail"]["approvers"],
+        of_call,
+        ["call.decided", "call.forwarded", "call.completed"]
+    );
+    let completed = records.iter().find(|r| r.kind == "call.completed").unwrap();
+    assert_eq!(completed.fields["status"], "ok");
+    assert_eq!(
+        completed.fields["result_digest"].as_str().unwrap().len(),
+        64
+    );
+    assert!(completed.fields["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(decided[1].fields["detail"]["policies"], json!([]));
+    assert_eq!(
+        decided[2].fields["detail"]["approvers"],
         json!(["ops-leads"])
     );
-    let verified = writ_audit::verify_chain(writer, None, &records, &[], |_| None)
-        .expect("the chain verifies");
-    assert_eq!(verified.records, 4);
-    fx.stop().await;
+    let revoked = records.iter().find(|r| r.kind == "task.revoked").unwrap();
+    assert_eq!(
+        revoked.task, decided[3].task,
+        "the deviating task is revoked"
+    );
+    assert!(
+        revoked.fields["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("deviation: tool `crm.lookup` is outside task"),
+        "{revoked:?}"
+    );
+    let begun = records.iter().find(|r| r.kind == "task.begun").unwrap();
+    assert_eq!(begun.fields["purpose"], "test policy");
+    assert_eq!(begun.fields["agent_name"], "rita");
+    let authenticated = records.iter().find(|r| r.kind == "auth.succeeded").unwrap();
+    assert_eq!(authenticated.actor, [fx.rita.agent_id.clone()]);
+    assert_eq!(authenticated.fields["method"], "key");
+
+    // Stopping signs a last checkpoint over the whole chain with the key named in its
+    // first record, whose public half is in the store.
+    let (store, dir) = (fx.store.clone(), fx.dir.clone());
+    fx.running.shutdown(Duration::from_secs(2)).await;
+    let records = store.audit_records(&writer, 0, 1_000).await.unwrap();
+    let signed = eventually(Duration::from_secs(3), || async {
+        store
+            .audit_checkpoints(&writer)
+            .await
+            .unwrap()
+            .last()
+            .is_some_and(|c| c.seq == records.len() as u64)
+    })
+    .await;
+    assert!(
+        signed,
+        "a checkpoint covers every record once the gateway stops"
+    );
+    let checkpoints = store.audit_checkpoints(&writer).await.unwrap();
+    let keys = store.audit_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].writer, writer);
+    assert_eq!(records[0].fields["key_id"], keys[0].key_id.as_str());
+    assert_eq!(records[0].fields["public_key"], keys[0].public_key.as_str());
+    let public = audit_key(&keys[0].public_key);
+    let verified = writ_audit::verify_chain(&writer, None, &records, &checkpoints, |kid| {
+        (kid == keys[0].key_id).then_some(public)
+    })
+    .expect("the chain and its checkpoints verify");
+    assert_eq!(verified.records, records.len() as u64);
+    // Without the key, a checkpoint is not taken on trust.
+    assert!(writ_audit::verify_chain(&writer, None, &records, &checkpoints, |_| None).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The Ed25519 public key stored as base64url.
+fn audit_key(public: &str) -> ed25519_dalek::VerifyingKey {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(public)
+        .unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes.try_into().unwrap()).unwrap()
 }
 
 /// A call whose decision cannot be written to the audit log is refused and never
@@ -1412,10 +1508,23 @@ async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
     assert_eq!(recorded.text(), "notes.write ran");
     assert_eq!(kit.notes.tool_calls(), 1);
     assert_eq!(fx.readyz().await.0, StatusCode::OK);
-    // The refused call left no record and no gap: the chain has one record and verifies.
+    // The refused call left no record and no gap: only the second call is there, and
+    // the chain verifies.
     let writer = &fx.store.audit_writers().await.unwrap()[0];
     let records = fx.store.audit_records(writer, 0, 100).await.unwrap();
-    assert_eq!(records.len(), 1);
+    let calls: Vec<(&str, Option<&Value>)> = records
+        .iter()
+        .filter(|r| r.kind.starts_with("call."))
+        .map(|r| (r.kind.as_str(), r.fields.get("arguments")))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("call.decided", Some(&json!({"text": "y"}))),
+            ("call.forwarded", None),
+            ("call.completed", None),
+        ]
+    );
     writ_audit::verify_chain(writer, None, &records, &[], |_| None).unwrap();
     fx.stop().await;
 }

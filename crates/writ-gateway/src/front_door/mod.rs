@@ -166,6 +166,24 @@ async fn authenticate(
         Ok(caller) => Ok(Some(caller)),
         Err(denied) => {
             tracing::info!(?denied, "request not let in");
+            // A missing writ or a nonce request is the protocol's normal first step,
+            // not a failed attempt; an invalid writ or proof is recorded.
+            if let (Denied::InvalidToken(reason) | Denied::InvalidProof(reason), Some(audit)) =
+                (&denied, &gateway.audit)
+            {
+                let error = match denied {
+                    Denied::InvalidProof(_) => "invalid_dpop_proof",
+                    _ => "invalid_token",
+                };
+                audit
+                    .note(
+                        crate::events::event(writ_audit::kinds::AUTH_FAILED)
+                            .with_field("endpoint", "mcp")
+                            .with_field("error", error)
+                            .with_field("reason", reason.clone()),
+                    )
+                    .await;
+            }
             let error = GatewayError::Denied(denied.clone());
             Err(endpoints::challenge(
                 tokens,

@@ -16,7 +16,9 @@ use writ_store::{Agent, Task, TaskState};
 use super::dpop::{ProofError, ProofTarget};
 use super::identity::Proven;
 use super::writs::{Confirmation, WRIT_TYP, WritClaims};
-use super::{TokenService, now};
+use super::{TokenService, actors, now};
+use crate::events::event;
+use writ_audit::kinds;
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -213,18 +215,41 @@ impl TokenService {
     }
 
     async fn prove_active(&self, token: &str, now: i64, which: &str) -> Result<Proven, OAuthError> {
-        let proven = self
-            .identities
-            .prove(token, now)
-            .await
-            .map_err(|e| OAuthError::invalid_grant(format!("`{which}`: {e}")))?;
-        if proven.agent.disabled {
-            return Err(OAuthError::invalid_grant(format!(
-                "agent `{}` is disabled",
-                proven.agent.name
-            )));
+        let proven = match self.identities.prove(token, now).await {
+            Ok(proven) if proven.agent.disabled => Err((
+                Some(proven.agent.id.clone()),
+                format!("agent `{}` is disabled", proven.agent.name),
+            )),
+            Ok(proven) => Ok(proven),
+            Err(e) => Err((None, format!("`{which}`: {e}"))),
+        };
+        match proven {
+            Ok(proven) => {
+                self.audit
+                    .note(
+                        event(kinds::AUTH_SUCCEEDED)
+                            .with_actor([proven.agent.id.clone()])
+                            .with_field("endpoint", "token")
+                            .with_field("method", proven.proof)
+                            .with_field("agent_name", proven.agent.name.clone())
+                            .with_field("as", which.to_owned()),
+                    )
+                    .await;
+                Ok(proven)
+            }
+            Err((agent, reason)) => {
+                self.audit
+                    .note(
+                        event(kinds::AUTH_FAILED)
+                            .with_actor(agent)
+                            .with_field("endpoint", "token")
+                            .with_field("error", "invalid_grant")
+                            .with_field("reason", reason.clone()),
+                    )
+                    .await;
+                Err(OAuthError::invalid_grant(reason))
+            }
         }
-        Ok(proven)
     }
 
     /// The `begin_task` decision: may `agent` begin a task with this grant?
@@ -418,6 +443,21 @@ impl TokenService {
             .insert_task(&task)
             .await
             .map_err(|e| OAuthError::server_error("could not record the task", e))?;
+        // The task is on record before its writ leaves: a task the audit log cannot
+        // tell of is not begun.
+        if let Err(err) = self.audit.record(begun_event(&task, holder)).await {
+            if let Err(end) = self
+                .end_task(
+                    &task.id,
+                    TaskState::Revoked,
+                    "its beginning could not be recorded",
+                )
+                .await
+            {
+                tracing::error!(%end, task = %task.id, "could not revoke an unrecorded task");
+            }
+            return Err(OAuthError::server_error("could not record the task", err));
+        }
         self.remember_task(task.clone(), holder);
         tracing::info!(task = %task.id, agent = %task.agent_id, parent = ?task.parent_id, "task begun");
         Ok(json!({
@@ -529,4 +569,38 @@ impl TokenService {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `task.begun` or `task.delegated`: what the task may do, for how long, and how its
+/// agent proves each request (bearer, or DPoP with the key thumbprint).
+fn begun_event(task: &Task, holder: &Agent) -> writ_audit::Event {
+    let kind = match task.parent_id {
+        None => kinds::TASK_BEGUN,
+        Some(_) => kinds::TASK_DELEGATED,
+    };
+    let mut begun = event(kind)
+        .with_actor(actors(task))
+        .with_task(task.id.clone())
+        .with_field("purpose", task.purpose.clone())
+        .with_field("tools", task.tools.clone())
+        .with_field("data_classes", task.data_classes.clone())
+        .with_field("expires_at", task.expires_at)
+        .with_field("depth", task.depth)
+        .with_field("identity", task.proof.clone())
+        .with_field("proof", if task.jkt.is_some() { "dpop" } else { "bearer" })
+        .with_field("agent_name", holder.name.clone());
+    for (name, value) in [
+        ("parent", task.parent_id.clone()),
+        ("category", task.category.clone()),
+        ("jkt", task.jkt.clone()),
+        ("team", holder.team.clone()),
+    ] {
+        if let Some(value) = value {
+            begun = begun.with_field(name, value);
+        }
+    }
+    if let Some(max) = task.max_calls {
+        begun = begun.with_field("max_calls", max);
+    }
+    begun
 }

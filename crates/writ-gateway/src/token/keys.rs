@@ -200,6 +200,14 @@ impl KeyRing {
         })
     }
 
+    /// The id of the key new writs are signed with, if there is one.
+    pub fn current_kid(&self) -> Option<String> {
+        self.snapshot()
+            .signer
+            .as_ref()
+            .map(|(kid, _, _)| kid.clone())
+    }
+
     /// The algorithm and key that verify writs signed with key `kid`.
     pub fn verifier(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
         self.snapshot().verifiers.get(kid).cloned()

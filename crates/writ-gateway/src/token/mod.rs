@@ -33,7 +33,10 @@ use writ_core::task::{TaskGrant, ToolPattern};
 use writ_policy::{AgentFacts, TaskFacts};
 use writ_store::{Agent, ChangeKind, Store, Task, TaskState};
 
+use crate::audit::AuditLog;
+use crate::events::event;
 use crate::policy::Policies;
+use writ_audit::kinds;
 
 pub use dpop::ProofTarget;
 pub use identity::{SPIFFE_ISSUER, spiffe_trust_domain};
@@ -225,6 +228,8 @@ pub struct TokenService {
     admin_token: Option<String>,
     /// Tool pins an operator changed (`server.tool`), from the change feed.
     pin_changes: broadcast::Sender<String>,
+    /// Where identities proven, tasks begun and tasks ended are recorded.
+    audit: Arc<AuditLog>,
 }
 
 impl TokenService {
@@ -233,6 +238,7 @@ impl TokenService {
         base_url: &str,
         store: Arc<dyn Store>,
         policies: Arc<Policies>,
+        audit: Arc<AuditLog>,
     ) -> Result<Arc<Self>, TokenStartError> {
         let urls = Urls::new(base_url);
         let skew = config.tokens.clock_skew.as_secs();
@@ -267,6 +273,7 @@ impl TokenService {
             tasks: Mutex::default(),
             admin_token,
             pin_changes: broadcast::channel(256).0,
+            audit,
         }))
     }
 
@@ -318,11 +325,20 @@ impl TokenService {
             seq = change.seq;
             match change.kind {
                 ChangeKind::Task => self.refresh_task(&change.subject).await,
-                ChangeKind::Key => {
-                    if let Err(err) = self.keys.reload(self.store.as_ref()).await {
-                        tracing::error!(%err, "could not reload signing keys");
+                ChangeKind::Key => match self.keys.reload(self.store.as_ref()).await {
+                    // Each gateway records the key change it took up, with the key it
+                    // signs writs with from now on.
+                    Ok(()) => {
+                        self.audit
+                            .note(
+                                event(kinds::KEY_ROTATED)
+                                    .with_field("changed", change.subject.clone())
+                                    .with_field("signing", self.keys.current_kid()),
+                            )
+                            .await;
                     }
-                }
+                    Err(err) => tracing::error!(%err, "could not reload signing keys"),
+                },
                 ChangeKind::Agent => {}
                 ChangeKind::Tool => {
                     let _ = self.pin_changes.send(change.subject);
@@ -334,7 +350,14 @@ impl TokenService {
 
     async fn sweep(&self) {
         match self.store.expire_tasks(now()).await {
-            Ok(expired) => self.set_states(&expired, TaskState::Expired, TaskState::Expired),
+            Ok(expired) => {
+                self.set_states(&expired, TaskState::Expired, TaskState::Expired);
+                for id in &expired {
+                    self.audit
+                        .note(ended_event(id, TaskState::Expired, "expired", &[]))
+                        .await;
+                }
+            }
             Err(err) => tracing::error!(%err, "could not sweep expired tasks"),
         }
         let max_ttl = i64::try_from(self.config.max_ttl.as_secs()).unwrap_or(i64::MAX);
@@ -538,6 +561,45 @@ impl TokenService {
     ) -> Result<Vec<String>, writ_store::StoreError> {
         let changed = self.store.end_task(id, state, reason, now()).await?;
         self.set_states(&changed, state, TaskState::Revoked);
+        if !changed.is_empty() {
+            self.audit
+                .note(ended_event(id, state, reason, &changed))
+                .await;
+        }
         Ok(changed)
     }
+}
+
+/// `task.completed`, `task.revoked` or `task.expired`: task `id` ended, and with it the
+/// tasks in `ended` (itself first, then its descendants).
+fn ended_event(id: &str, state: TaskState, reason: &str, ended: &[String]) -> writ_audit::Event {
+    let kind = match state {
+        TaskState::Completed => kinds::TASK_COMPLETED,
+        TaskState::Expired => kinds::TASK_EXPIRED,
+        TaskState::Active | TaskState::Revoked => kinds::TASK_REVOKED,
+    };
+    event(kind)
+        .with_task(id)
+        .with_field("reason", reason.to_owned())
+        .with_field("ended", ended.to_vec())
+}
+
+/// A task's actor chain for the audit log: the agent acting now first, then every agent
+/// it acts for, out to the root task's agent.
+pub fn actors(task: &Task) -> Vec<String> {
+    let mut chain = vec![task.agent_id.clone()];
+    let mut act = &task.actor_chain;
+    while let Some(sub) = act.get("sub").and_then(serde_json::Value::as_str) {
+        if chain.last().is_none_or(|last| last != sub) {
+            chain.push(sub.to_owned());
+        }
+        act = match act.get("act") {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    if chain.last() != Some(&task.subject_id) {
+        chain.push(task.subject_id.clone());
+    }
+    chain
 }

@@ -174,6 +174,6 @@ async fn a_version_1_database_migrates_keeping_its_tasks_and_change_sequence() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(version, 3, "migrated to the latest schema");
+    assert_eq!(version, 4, "migrated to the latest schema");
     conn.close().await.unwrap();
 }
