@@ -1378,7 +1378,7 @@ async fn every_call_decision_is_recorded_in_the_audit_chain() {
         64,
         "the digest of the arguments as sent"
     );
-    assert_eq!(first.actor, [fx.rita.agent_id.clone()]);
+    assert_eq!(first.actor, std::slice::from_ref(&fx.rita.agent_id));
     assert_eq!(first.fields["proof"], "bearer");
     assert_eq!(first.fields["server"], "notes");
     // Every record of the allowed call carries its id; the others have ids of their own.
@@ -1421,7 +1421,7 @@ async fn every_call_decision_is_recorded_in_the_audit_chain() {
     assert_eq!(begun.fields["purpose"], "test policy");
     assert_eq!(begun.fields["agent_name"], "rita");
     let authenticated = records.iter().find(|r| r.kind == "auth.succeeded").unwrap();
-    assert_eq!(authenticated.actor, [fx.rita.agent_id.clone()]);
+    assert_eq!(authenticated.actor, std::slice::from_ref(&fx.rita.agent_id));
     assert_eq!(authenticated.fields["method"], "key");
 
     // Stopping signs a last checkpoint over the whole chain with the key named in its
