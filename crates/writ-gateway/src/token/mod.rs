@@ -375,7 +375,19 @@ impl TokenService {
         let known = self.tasks.lock().ok().and_then(|t| t.get(id).cloned());
         let Some(live) = known else { return };
         match self.store.task(id).await {
-            Ok(Some(task)) => live.set_state(task.state),
+            Ok(Some(task)) => {
+                // Ended elsewhere (the CLI, another replica): recorded as this gateway
+                // takes it up.
+                if live.state(now()) == TaskState::Active && task.state != TaskState::Active {
+                    let reason = task.reason.as_deref().unwrap_or("ended");
+                    self.audit
+                        .note(
+                            ended_event(id, task.state, reason, &[]).with_field("seen_in", "store"),
+                        )
+                        .await;
+                }
+                live.set_state(task.state);
+            }
             Ok(None) => live.set_state(TaskState::Revoked),
             Err(err) => tracing::error!(%err, task = id, "could not refresh a task"),
         }
