@@ -1,10 +1,11 @@
-//! The audit log in SQLite: sealed records stored in batches, read back and verified by
-//! `writ_audit::verify_chain`; tampering with the file is caught and named.
+//! The audit log in SQLite: sealed records stored in batches (through the pool or the
+//! blocking appender), read back and verified by `writ_audit::verify_chain`; tampering
+//! with the file is caught and named; queries, retention and checkpoint keys.
 
 use ed25519_dalek::SigningKey;
 use sqlx::Connection as _;
 use writ_audit::{Broken, Chain, Checkpoint, Event, Place, Record, kinds, verify_chain};
-use writ_store::{SqliteStore, Store, StoreError};
+use writ_store::{AuditEntry, AuditFilter, AuditKey, SqliteStore, Store, StoreError};
 
 use super::open;
 
@@ -158,4 +159,396 @@ async fn the_log_survives_reopening_the_file() {
     let store = SqliteStore::open(&dir.db()).await.unwrap();
     assert_eq!(all(&store).await, records);
     verify(&store).await.unwrap();
+}
+
+// ----- queries -----
+
+const OTHER: &str = "gw-other";
+
+/// Two writers' records, committed interleaved: what `audit_query` is asked about.
+/// Record `n` (1-based, in commit order) is sealed at `1_000 + n`.
+async fn story(store: &SqliteStore) -> Vec<Record> {
+    let mut chains = [Chain::new(WRITER, None), Chain::new(OTHER, None)];
+    let e = |kind: &str| Event::new(kind).unwrap();
+    let call = |kind: &str, call: &str| {
+        e(kind)
+            .with_task("tsk_child")
+            .with_tool("notes.write")
+            .with_field("call", call)
+    };
+    let events = [
+        (0, e(kinds::AUDIT_STARTED).with_field("key_id", "k1")),
+        (1, e(kinds::AUDIT_STARTED).with_field("key_id", "k2")),
+        (
+            0,
+            e(kinds::TASK_BEGUN)
+                .with_actor(["agt_lead"])
+                .with_task("tsk_root"),
+        ),
+        (
+            0,
+            e(kinds::TASK_DELEGATED)
+                .with_actor(["agt_helper", "agt_lead"])
+                .with_task("tsk_child")
+                .with_field("parent", "tsk_root"),
+        ),
+        (
+            1,
+            call(kinds::CALL_DECIDED, "c_1")
+                .with_actor(["agt_helper", "agt_lead"])
+                .with_decision("allow"),
+        ),
+        (1, call(kinds::CALL_FORWARDED, "c_1")),
+        (0, e("callback.done").with_actor(["agt_lead"])),
+        (
+            1,
+            call(kinds::CALL_COMPLETED, "c_1").with_field("status", "ok"),
+        ),
+        (
+            0,
+            call(kinds::CALL_DECIDED, "c_2")
+                .with_actor(["agt_helper", "agt_lead"])
+                .with_tool("billing.export")
+                .with_decision("deny"),
+        ),
+        (
+            0,
+            e(kinds::TASK_REVOKED)
+                .with_task("tsk_child")
+                .with_field("ended", serde_json::json!(["tsk_child"])),
+        ),
+    ];
+    let mut records = Vec::new();
+    for (n, (chain, event)) in (1..).zip(events) {
+        let record = chains[chain].seal(event, 1_000 + n);
+        store
+            .append_audit(std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        records.push(record);
+    }
+    records
+}
+
+async fn query(store: &SqliteStore, filter: AuditFilter) -> Vec<AuditEntry> {
+    store.audit_query(&filter).await.unwrap()
+}
+
+/// The story's record numbers (1-based, commit order) that `filter` returns, in order.
+async fn numbers(store: &SqliteStore, records: &[Record], filter: AuditFilter) -> Vec<usize> {
+    query(store, filter)
+        .await
+        .iter()
+        .map(|entry| {
+            records
+                .iter()
+                .position(|r| *r == entry.record)
+                .map(|i| i + 1)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_query_matches_every_condition_given() {
+    let (_dir, store) = open().await;
+    let records = story(&store).await;
+    let all = |f: AuditFilter| numbers(&store, &records, f);
+    let some = |s: &str| Some(s.to_owned());
+
+    assert_eq!(
+        all(AuditFilter::default()).await,
+        (1..=10).collect::<Vec<_>>()
+    );
+    // An agent anywhere in the actor chain: acting, or acted for.
+    let lead = AuditFilter {
+        agent: some("agt_lead"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(lead).await, [3, 4, 5, 7, 9]);
+    let helper = AuditFilter {
+        agent: some("agt_helper"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(helper).await, [4, 5, 9]);
+    let agt = AuditFilter {
+        agent: some("agt"),
+        ..AuditFilter::default()
+    };
+    assert!(
+        all(agt).await.is_empty(),
+        "an actor matches whole, not by prefix"
+    );
+    // A kind exactly, or by whole segments under a prefix.
+    let decided = AuditFilter {
+        kind: some("call.decided"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(decided).await, [5, 9]);
+    let calls = AuditFilter {
+        kind: some("call.*"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(calls).await, [5, 6, 8, 9], "not `callback.done`");
+    let tasks = AuditFilter {
+        kind: some("task.*"),
+        task: some("tsk_child"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(tasks).await, [4, 10]);
+    let deny = AuditFilter {
+        decision: some("deny"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(deny).await, [9]);
+    let tool = AuditFilter {
+        tool: some("notes.write"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(tool).await, [5, 6, 8]);
+    // Every record of one call, across the kinds that carry it.
+    let call = AuditFilter {
+        call: some("c_1"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(call).await, [5, 6, 8]);
+    let several = AuditFilter {
+        call: some("c_1"),
+        kind: some("call.forwarded"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(several).await, [6], "conditions combine");
+    // `since` is inclusive, `until` exclusive.
+    let window = AuditFilter {
+        since_ms: Some(1_004),
+        until_ms: Some(1_007),
+        ..AuditFilter::default()
+    };
+    assert_eq!(all(window).await, [4, 5, 6]);
+}
+
+#[tokio::test]
+async fn audit_query_pages_by_position_in_commit_order_across_writers() {
+    let (_dir, store) = open().await;
+    let records = story(&store).await;
+    let entries = query(&store, AuditFilter::default()).await;
+    let positions: Vec<u64> = entries.iter().map(|e| e.position).collect();
+    assert!(positions.is_sorted() && positions.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        entries.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
+        records,
+        "both writers' records, as committed"
+    );
+
+    // Following the log: everything after a position, a page at a time.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = query(
+            &store,
+            AuditFilter {
+                after,
+                limit: 3,
+                ..AuditFilter::default()
+            },
+        )
+        .await;
+        let Some(last) = page.last() else { break };
+        after = Some(last.position);
+        assert!(page.len() <= 3);
+        seen.extend(page.into_iter().map(|e| e.record));
+    }
+    assert_eq!(seen, records);
+    let after_fifth = AuditFilter {
+        after: Some(positions[4]),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        numbers(&store, &records, after_fifth).await,
+        [6, 7, 8, 9, 10]
+    );
+
+    // Newest first, at most `limit`.
+    let newest = AuditFilter {
+        newest_first: true,
+        limit: 3,
+        ..AuditFilter::default()
+    };
+    assert_eq!(numbers(&store, &records, newest).await, [10, 9, 8]);
+    let newest_call = AuditFilter {
+        kind: Some("call.*".to_owned()),
+        newest_first: true,
+        limit: 1,
+        ..AuditFilter::default()
+    };
+    assert_eq!(numbers(&store, &records, newest_call).await, [9]);
+}
+
+#[tokio::test]
+async fn audit_query_without_a_limit_returns_a_thousand() {
+    let (_dir, store) = open().await;
+    let records = sealed(1_100);
+    store.append_audit(&records).await.unwrap();
+    let first = query(&store, AuditFilter::default()).await;
+    assert_eq!(first.len(), 1_000);
+    assert_eq!(first[999].record, records[999]);
+    let rest = AuditFilter {
+        after: Some(first[999].position),
+        ..AuditFilter::default()
+    };
+    assert_eq!(query(&store, rest).await.len(), 100);
+}
+
+// ----- retention -----
+
+#[tokio::test]
+async fn pruning_leaves_an_anchor_and_what_remains_verifies() {
+    let (_dir, store, records) = filled().await;
+    // Checkpoints before the cut and at it, besides the one at 200.
+    for seq in [50, 100] {
+        let record = &records[seq - 1];
+        let checkpoint = Checkpoint::sign(record.head(), record.time_ms + 1, "k1", &key());
+        store.add_audit_checkpoint(&checkpoint).await.unwrap();
+    }
+    // Another writer, sealed after the cut: untouched.
+    let mut other = Chain::new(OTHER, None);
+    let late = other.seal(Event::new(kinds::AUDIT_STARTED).unwrap(), 1_795_000_000_500);
+    store
+        .append_audit(std::slice::from_ref(&late))
+        .await
+        .unwrap();
+
+    // Records 1 to 100 were sealed before 1_795_000_000_101.
+    let pruned = store.prune_audit(1_795_000_000_101).await.unwrap();
+    assert_eq!(pruned.records, 100);
+    assert_eq!(pruned.anchors, [(WRITER.to_owned(), 100)]);
+    assert_eq!(
+        store.audit_anchor(WRITER).await.unwrap(),
+        Some((100, records[99].hash.clone()))
+    );
+    assert_eq!(store.audit_anchor(OTHER).await.unwrap(), None);
+    assert_eq!(all(&store).await, records[100..]);
+    assert_eq!(store.audit_records(OTHER, 0, 10).await.unwrap(), [late]);
+    assert_eq!(store.audit_head(WRITER).await.unwrap().unwrap().0, 250);
+
+    let verified = verify(&store).await.unwrap();
+    assert_eq!(verified.records, 150);
+    assert_eq!(
+        verified.checkpoints, 3,
+        "the checkpoints at and before the anchor stay"
+    );
+    assert_eq!(verified.last_seq, 250);
+
+    // Nothing more before the same time; pruning is idempotent.
+    let again = store.prune_audit(1_795_000_000_101).await.unwrap();
+    assert_eq!((again.records, again.anchors.len()), (0, 0));
+
+    // Pruning everything leaves each chain its anchor, to go on from and to verify.
+    let everything = store.prune_audit(1_795_000_001_000).await.unwrap();
+    assert_eq!(everything.records, 151);
+    assert_eq!(
+        everything.anchors,
+        [(OTHER.to_owned(), 1), (WRITER.to_owned(), 250)]
+    );
+    assert!(all(&store).await.is_empty());
+    assert_eq!(
+        store.audit_head(WRITER).await.unwrap(),
+        Some((250, records[249].hash.clone()))
+    );
+    assert_eq!(store.audit_writers().await.unwrap(), [OTHER, WRITER]);
+    let verified = verify(&store).await.unwrap();
+    assert_eq!((verified.records, verified.last_seq), (0, 250));
+}
+
+#[tokio::test]
+async fn a_pruned_chain_whose_anchor_was_changed_does_not_verify() {
+    let (dir, store, _) = filled().await;
+    store.prune_audit(1_795_000_000_101).await.unwrap();
+    tamper(
+        &dir,
+        &format!(
+            "UPDATE audit_anchors SET hash = '{}' WHERE writer = '{WRITER}';",
+            "0".repeat(64)
+        ),
+    )
+    .await;
+    let broken = verify(&store).await.unwrap_err();
+    assert_eq!(broken.place(), Place::Record(101), "{broken}");
+    assert!(broken.to_string().contains("the anchor's hash"), "{broken}");
+}
+
+// ----- checkpoint keys -----
+
+#[tokio::test]
+async fn audit_keys_round_trip_and_a_key_id_is_stored_once() {
+    let (_dir, store) = open().await;
+    assert!(store.audit_keys().await.unwrap().is_empty());
+    let key = |key_id: &str, writer: &str, created_ms: i64| AuditKey {
+        key_id: key_id.to_owned(),
+        writer: writer.to_owned(),
+        public_key: format!("public-{key_id}"),
+        created_ms,
+    };
+    let later = key("k2", OTHER, 2_000);
+    let earlier = key("k1", WRITER, 1_000);
+    store.add_audit_key(&later).await.unwrap();
+    store.add_audit_key(&earlier).await.unwrap();
+    assert_eq!(store.audit_keys().await.unwrap(), [earlier.clone(), later]);
+
+    let err = store
+        .add_audit_key(&key("k1", OTHER, 3_000))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        store.audit_keys().await.unwrap()[0],
+        earlier,
+        "the first is kept"
+    );
+}
+
+// ----- the blocking appender -----
+
+#[tokio::test]
+async fn the_blocking_appender_commits_records_and_their_checkpoint_together() {
+    let (_dir, store) = open().await;
+    let mut appender = store.audit_appender().unwrap().unwrap();
+    let records = sealed(12);
+    let at_10 = Checkpoint::sign(records[9].head(), 2, "k1", &key());
+    appender.append(&records[..10], Some(&at_10)).unwrap();
+    assert_eq!(all(&store).await, records[..10]);
+    assert_eq!(
+        store.audit_checkpoints(WRITER).await.unwrap(),
+        std::slice::from_ref(&at_10)
+    );
+    verify(&store).await.unwrap();
+
+    // A batch with a seq already stored is refused whole, its checkpoint with it.
+    let at_12 = Checkpoint::sign(records[11].head(), 3, "k1", &key());
+    let batch = [records[10].clone(), records[11].clone(), records[9].clone()];
+    let err = appender.append(&batch, Some(&at_12)).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.audit_head(WRITER).await.unwrap().unwrap().0, 10);
+    assert_eq!(
+        store.audit_checkpoints(WRITER).await.unwrap(),
+        std::slice::from_ref(&at_10)
+    );
+
+    // A checkpoint already stored refuses its records too.
+    let err = appender.append(&records[10..], Some(&at_10)).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.audit_head(WRITER).await.unwrap().unwrap().0, 10);
+
+    // The appender goes on after a refusal; records alone, then a checkpoint alone.
+    appender.append(&records[10..], None).unwrap();
+    appender.append(&[], Some(&at_12)).unwrap();
+    appender.append(&[], None).unwrap();
+    assert_eq!(all(&store).await, records);
+    assert_eq!(verify(&store).await.unwrap().checkpointed, Some(12));
+}
+
+#[tokio::test]
+async fn an_in_memory_store_has_no_blocking_appender() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    assert!(store.audit_appender().unwrap().is_none());
 }
