@@ -219,7 +219,9 @@ fn story() -> Vec<(&'static str, Event)> {
             WRITER_A,
             e(kinds::CONFIG_LOADED)
                 .with_field("hash", "c0ffee".repeat(8))
-                .with_field("path", "/etc/writ/writ.toml"),
+                .with_field("servers", json!(["notes", "billing", "mail", "ops"]))
+                .with_field("policy_mode", "enforce")
+                .with_field("environment", "production"),
         ),
         (
             WRITER_A,
@@ -257,7 +259,7 @@ fn story() -> Vec<(&'static str, Event)> {
                 .with_field("reason", "the assertion's signature does not verify")
                 .with_field("claimed", STRANGER),
         ),
-        (WRITER_A, sign_in(DELEGATE, "drafter", "spiffe")),
+        (WRITER_A, sign_in(DELEGATE, "drafter", "spiffe_jwt")),
         (
             WRITER_A,
             task_fields(
@@ -270,7 +272,7 @@ fn story() -> Vec<(&'static str, Event)> {
             )
             .with_field("parent", ROOT)
             .with_field("depth", 1)
-            .with_field("identity", "spiffe")
+            .with_field("identity", "spiffe_jwt")
             .with_field("proof", "dpop")
             .with_field("jkt", "jkt-of-the-delegate")
             .with_field("agent_name", "drafter"),
@@ -507,6 +509,10 @@ fn query_lists_records_oldest_first_with_full_ids() {
     assert!(first.starts_with(&rfc3339(1, 0)), "{first}");
     assert!(first.contains("audit.started"), "{first}");
     assert!(first.contains("checkpoint key ak_a"), "{first}");
+    assert!(
+        rows(&out)[1].contains("servers notes, billing, mail, ops; policy mode enforce (c0ffee"),
+        "{out}"
+    );
     let deny = rows(&out)
         .into_iter()
         .find(|row| row.contains(CALL_DENIED))
@@ -848,8 +854,8 @@ fn explain_json_has_every_part_of_the_story() {
     assert_eq!(story["agent"]["id"], DELEGATE);
     assert_eq!(story["agent"]["name"], "drafter");
     assert_eq!(story["agent"]["writ"], "dpop");
-    assert_eq!(story["agent"]["identity"], "spiffe");
-    assert_eq!(story["agent"]["sign_in"]["method"], "spiffe");
+    assert_eq!(story["agent"]["identity"], "spiffe_jwt");
+    assert_eq!(story["agent"]["sign_in"]["method"], "spiffe_jwt");
     assert_eq!(story["agent"]["sign_in"]["record"], seeded.id(WRITER_A, 6));
     assert_eq!(story["task"]["purpose"], "draft the revenue summary");
     assert_eq!(story["task"]["max_calls"], 10);
@@ -883,7 +889,10 @@ fn explain_a_record_of_no_call_prints_it() {
         )),
         "{out}"
     );
-    assert!(out.contains("/etc/writ/writ.toml"), "{out}");
+    assert!(
+        out.contains(r#""servers":["notes","billing","mail","ops"]"#),
+        "{out}"
+    );
     assert!(out.contains("it belongs to no call"), "{out}");
     let json: Value =
         serde_json::from_str(&seeded.ok(&["explain", &seeded.id(WRITER_A, 2), "--json"])).unwrap();

@@ -417,7 +417,7 @@ fn identity_words(method: &str) -> &str {
         "key" => "an assertion signed with its registered key",
         "jwks" => "an assertion signed with a key from its JWKS URL",
         "oidc" => "a token from its OIDC identity provider",
-        "spiffe" => "its SPIFFE identity",
+        "spiffe" | "spiffe_jwt" => "its SPIFFE identity",
         other => other,
     }
 }

@@ -194,7 +194,12 @@ fn summary(record: &Record) -> String {
     let call = text("call");
     let said = match record.kind.as_str() {
         kinds::AUDIT_STARTED => format!("checkpoint key {}", text("key_id")),
-        kinds::CONFIG_LOADED => format!("{} ({})", text("path"), short_hash(text("hash"))),
+        kinds::CONFIG_LOADED => format!(
+            "servers {}; policy mode {} ({})",
+            list("servers"),
+            text("policy_mode"),
+            short_hash(text("hash"))
+        ),
         kinds::POLICY_LOADED => format!(
             "{} policies at {} ({})",
             record
@@ -241,6 +246,7 @@ fn summary(record: &Record) -> String {
                 .unwrap_or_default()
         ),
         kinds::TOOL_DRIFTED | kinds::TOOL_ACCEPTED => format!("on {}", text("server")),
+        kinds::KEY_ROTATED => format!("signing with {}", text("signing")),
         _ => call.to_owned(),
     };
     said.trim().to_owned()
