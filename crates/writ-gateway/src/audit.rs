@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,6 +46,12 @@ const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8_192;
 /// How often retention looks for records to prune.
 const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+/// How long an event nobody waits for may wait to share a commit. Every commit rewrites
+/// whole pages of the table and its indexes, so one transaction per event would write
+/// tens of kilobytes for each; held this long, a call's `call.forwarded` and
+/// `call.completed` ride along with the next decision's commit instead. A crash loses
+/// at most this much of such events — never a decision, which is always waited for.
+const NOTE_DELAY: Duration = Duration::from_millis(10);
 
 /// Why an event was not recorded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,10 +59,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 pub struct AuditError(String);
 
 /// What the writer thread is asked to do.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every job is a record; boxing it would cost an allocation per event"
-)]
 enum Job {
     /// Seal and commit an event; answer on `done` if someone waits for it.
     Record {
@@ -65,8 +67,8 @@ enum Job {
     },
     /// Sign a checkpoint if records were committed since the last one.
     Checkpoint,
-    /// Sign a last checkpoint and stop.
-    Stop,
+    /// Commit what is waiting, sign a last checkpoint, stop, and say so on `done`.
+    Stop { done: oneshot::Sender<()> },
 }
 
 /// This gateway's writer of the audit log.
@@ -83,7 +85,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Record { event, .. } => write!(f, "Record({})", event.kind()),
             Job::Checkpoint => f.write_str("Checkpoint"),
-            Job::Stop => f.write_str("Stop"),
+            Job::Stop { .. } => f.write_str("Stop"),
         }
     }
 }
@@ -196,6 +198,16 @@ impl AuditLog {
         }
     }
 
+    /// Commits everything handed over so far, signs a last checkpoint and stops the
+    /// writer. Call it after in-flight calls have drained: their outcomes are recorded
+    /// first, and anything recorded after this is refused.
+    pub async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.queue.send(Job::Stop { done }).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+
     /// False after a failed write, until a write succeeds.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
@@ -214,7 +226,8 @@ fn stopped() -> AuditError {
     AuditError("the audit writer has stopped".into())
 }
 
-/// Asks for a checkpoint every `interval`; on shutdown, for a last one and a stop.
+/// Asks for a checkpoint every `interval` until shutdown (the last one is
+/// [`AuditLog::close`]'s, once calls have drained).
 async fn tick(queue: mpsc::Sender<Job>, interval: Duration, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,10 +238,7 @@ async fn tick(queue: mpsc::Sender<Job>, interval: Duration, shutdown: Cancellati
                 // A checkpoint already waiting in a full queue is as good as this one.
                 let _ = queue.try_send(Job::Checkpoint);
             }
-            () = shutdown.cancelled() => {
-                let _ = queue.send(Job::Stop).await;
-                return;
-            }
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -294,30 +304,65 @@ type Waiting = Option<oneshot::Sender<Result<(), AuditError>>>;
 
 impl WriterThread {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        // A runtime of the thread's own, for waiting on the queue with a deadline.
+        let waiter = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                tracing::error!(%err, "the audit writer cannot wait for events; it stops");
+                self.healthy.store(false, Ordering::Release);
+                return;
+            }
+        };
         let mut events: Vec<(Event, Waiting)> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = jobs.blocking_recv() {
+        // Since when events nobody waits for have been held for a shared commit.
+        let mut held_since: Option<Instant> = None;
+        loop {
+            // The next job, or `None` when the held events are due first.
+            let first = match held_since {
+                None => waiter.block_on(jobs.recv()).map(Some),
+                // The timer is made inside `block_on`, where its runtime is.
+                Some(since) => waiter
+                    .block_on(async {
+                        tokio::time::timeout_at((since + NOTE_DELAY).into(), jobs.recv()).await
+                    })
+                    .map_or(Some(None), |received| received.map(Some)),
+            };
+            let Some(mut job) = first else {
+                // Every sender is gone (the gateway was dropped without closing).
+                self.commit(&mut events, true);
+                return;
+            };
             let mut checkpoint = false;
-            let mut stop = false;
-            let mut next = Some(first);
-            while let Some(job) = next {
-                match job {
+            let mut stop = None;
+            while let Some(next) = job.take() {
+                match next {
                     Job::Record { event, done } => events.push((event, done)),
                     Job::Checkpoint => checkpoint = true,
-                    Job::Stop => stop = true,
+                    Job::Stop { done } => stop = Some(done),
                 }
-                next = if stop || events.len() >= MAX_BATCH {
-                    None
-                } else {
-                    jobs.try_recv().ok()
-                };
+                if stop.is_none() && events.len() < MAX_BATCH {
+                    job = jobs.try_recv().ok();
+                }
             }
-            self.commit(&mut events, checkpoint || stop);
-            if stop {
+            let waited_for = events.iter().any(|(_, done)| done.is_some());
+            let since = *held_since.get_or_insert_with(Instant::now);
+            let due = waited_for
+                || checkpoint
+                || stop.is_some()
+                || events.len() >= MAX_BATCH
+                || since.elapsed() >= NOTE_DELAY;
+            if due {
+                self.commit(&mut events, checkpoint || stop.is_some());
+                held_since = None;
+            }
+            if let Some(done) = stop {
+                let _ = done.send(());
                 return;
             }
         }
-        // Every sender is gone (the gateway was dropped without a shutdown).
-        self.commit(&mut events, true);
     }
 
     /// Seals and commits `events` (leaving it empty), with a checkpoint if one is due or
@@ -336,7 +381,7 @@ impl WriterThread {
         let due = checkpoint || self.unsigned + count >= self.checkpoint_every;
         let signed = (due && self.unsigned + count > 0)
             .then(|| Checkpoint::sign(self.chain.head(), now, &self.key_id, &self.key));
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let outcome = self
             .sink
             .append(&records, signed.as_ref())
@@ -363,6 +408,11 @@ impl WriterThread {
         }
         for done in waiting.into_iter().flatten() {
             let _ = done.send(outcome.clone());
+        }
+        if let Sink::Own(appender) = &mut self.sink
+            && let Err(err) = appender.tidy()
+        {
+            tracing::warn!(%err, "audit store housekeeping failed; it is tried again later");
         }
     }
 }

@@ -68,24 +68,31 @@ pub struct Gateway {
 pub enum StartError {
     #[error(transparent)]
     Upstream(#[from] writ_mcp::upstream::UpstreamError),
-    #[error("could not listen on `{addr}`: {source}")]
+    // The causes below are part of the message and deliberately not `source`s: printed
+    // with its chain (as the binary does), the cause would otherwise appear twice.
+    #[error("could not listen on `{addr}`: {error}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("could not open the store at `{path}`: {source}")]
+    #[error("could not open the store at `{path}`: {error}")]
     Store {
         path: std::path::PathBuf,
-        source: writ_store::StoreError,
+        error: writ_store::StoreError,
+    },
+    #[error("could not start the audit log in the store at `{path}`: {error}")]
+    Audit {
+        path: std::path::PathBuf,
+        error: writ_store::StoreError,
     },
     #[error(transparent)]
     Tokens(#[from] token::TokenStartError),
     #[error("`audit.redact`: {0}")]
     Redact(String),
-    #[error("the policies in `{dir}` do not load:\n{source}")]
+    #[error("the policies in `{dir}` do not load:\n{error}")]
     Policy {
         dir: std::path::PathBuf,
-        source: writ_policy::LoadError,
+        error: writ_policy::LoadError,
     },
 }
 
@@ -388,13 +395,13 @@ impl Running {
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let listener = tokio::net::TcpListener::bind(config.gateway.listen)
             .await
-            .map_err(|source| StartError::Listen {
+            .map_err(|error| StartError::Listen {
                 addr: config.gateway.listen,
-                source,
+                error,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        let local_addr = listener.local_addr().map_err(|error| StartError::Listen {
             addr: config.gateway.listen,
-            source,
+            error,
         })?;
         let shutdown = CancellationToken::new();
         let access = match config.gateway.auth {
@@ -407,24 +414,23 @@ impl Running {
             AuthMode::On => {
                 let store = writ_store::SqliteStore::open(&config.store.path)
                     .await
-                    .map_err(|source| StartError::Store {
+                    .map_err(|error| StartError::Store {
                         path: config.store.path.clone(),
-                        source,
+                        error,
                     })?;
                 let store: Arc<dyn writ_store::Store> = Arc::new(store);
                 let audit = audit::AuditLog::start(store.clone(), &config.audit, shutdown.clone())
                     .await
-                    .map_err(|source| StartError::Store {
+                    .map_err(|error| StartError::Audit {
                         path: config.store.path.clone(),
-                        source,
+                        error,
                     })?;
                 audit.note(events::config_loaded(config)).await;
-                let policies = policy::Policies::load(&config.policy).map_err(|source| {
-                    StartError::Policy {
+                let policies =
+                    policy::Policies::load(&config.policy).map_err(|error| StartError::Policy {
                         dir: config.policy.dir.clone(),
-                        source,
-                    }
-                })?;
+                        error,
+                    })?;
                 audit
                     .note(events::policy_loaded(&policies.current(), "start"))
                     .await;
@@ -519,6 +525,10 @@ impl Running {
         }
         for upstream in &self.gateway.upstreams {
             upstream.stop().await;
+        }
+        // Last: the drained calls' outcomes are in the chain before its final checkpoint.
+        if let Some(audit) = &self.gateway.audit {
+            audit.close().await;
         }
     }
 }

@@ -1511,6 +1511,12 @@ async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
     // The refused call left no record and no gap: only the second call is there, and
     // the chain verifies.
     let writer = &fx.store.audit_writers().await.unwrap()[0];
+    // What follows a decision is committed within moments, not waited for.
+    eventually(Duration::from_secs(3), || async {
+        let records = fx.store.audit_records(writer, 0, 100).await.unwrap();
+        records.iter().any(|r| r.kind == "call.completed")
+    })
+    .await;
     let records = fx.store.audit_records(writer, 0, 100).await.unwrap();
     let calls: Vec<(&str, Option<&Value>)> = records
         .iter()

@@ -192,4 +192,12 @@ pub trait AuditAppender: Send {
         records: &[writ_audit::Record],
         checkpoint: Option<&writ_audit::Checkpoint>,
     ) -> StoreResult<()>;
+
+    /// Housekeeping the store wants done between appends, off the commit path (SQLite:
+    /// folding the write-ahead log back into the database, which syncs the file).
+    /// Called by the writer after it has answered everyone waiting on the last commit;
+    /// a failure is only logged, since every append already stands on its own.
+    fn tidy(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
 }

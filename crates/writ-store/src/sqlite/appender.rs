@@ -25,7 +25,14 @@ const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
 #[derive(Debug)]
 pub(super) struct SqliteAppender {
     conn: Connection,
+    /// Commits since the log was last folded back.
+    since_tidy: u32,
 }
+
+/// Commits between checkpoints of the write-ahead log. A commit of one call's records
+/// writes about 20 KiB of whole pages, so this keeps the log near the 4 MiB SQLite
+/// itself would keep it at.
+const TIDY_EVERY: u32 = 200;
 
 impl SqliteAppender {
     /// Opens the database the store has already opened (and brought up to date).
@@ -41,7 +48,16 @@ impl SqliteAppender {
         // power loss may take the last ones.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| database(&e))?;
-        Ok(Self { conn })
+        // SQLite would fold the log back into the database inside the commit that
+        // crosses the threshold, syncing the file while that commit's callers wait
+        // (4 to 15 ms on the disks measured). The writer asks for it after answering
+        // them instead (`tidy`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| database(&e))?;
+        Ok(Self {
+            conn,
+            since_tidy: 0,
+        })
     }
 
     fn append_in(
@@ -106,7 +122,21 @@ impl AuditAppender for SqliteAppender {
             return Ok(());
         }
         // A failed statement rolls the transaction back when it is dropped.
-        self.append_in(records, checkpoint)
+        self.append_in(records, checkpoint)?;
+        self.since_tidy = self.since_tidy.saturating_add(1);
+        Ok(())
+    }
+
+    fn tidy(&mut self) -> StoreResult<()> {
+        if self.since_tidy < TIDY_EVERY {
+            return Ok(());
+        }
+        self.since_tidy = 0;
+        // PASSIVE: never waits for readers or other writers; what it cannot fold back
+        // now, a later one will.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| database(&e))
     }
 }
 

@@ -227,8 +227,13 @@ pub(super) async fn query(
     match filter.kind.as_deref().map(|k| (k, k.strip_suffix(".*"))) {
         None => {}
         Some((_, Some(prefix))) => {
-            // `kind` is checked well-formed before it is stored: no LIKE wildcards in it.
-            sql.push(" AND kind LIKE ").push_bind(format!("{prefix}.%"));
+            // Compared as a string prefix, not with LIKE, where `_` (allowed in kinds)
+            // would be a wildcard.
+            let prefix = format!("{prefix}.");
+            sql.push(" AND substr(kind, 1, ")
+                .push_bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+                .push(") = ")
+                .push_bind(prefix);
         }
         Some((kind, None)) => {
             sql.push(" AND kind = ").push_bind(kind.to_owned());
@@ -276,9 +281,13 @@ pub(super) async fn query(
 pub(super) async fn prune(store: &SqliteStore, before_ms: i64) -> StoreResult<Pruned> {
     let mut tx = store.begin().await?;
     // Per chain, the last record sealed before the cut, counted by seq: a chain is only
-    // ever pruned from its start, whatever the clock did between records.
+    // ever pruned from its start, whatever the clock did between records. The newest
+    // record of all is always kept: positions are rowids, and an emptied table would
+    // hand out positions a follower has already passed.
     let cuts = sqlx::query(
-        "SELECT writer, MAX(seq) AS seq FROM audit_records WHERE time_ms < ?1 GROUP BY writer ORDER BY writer",
+        "SELECT writer, MAX(seq) AS seq FROM audit_records \
+         WHERE time_ms < ?1 AND rowid < (SELECT MAX(rowid) FROM audit_records) \
+         GROUP BY writer ORDER BY writer",
     )
     .bind(before_ms)
     .fetch_all(&mut *tx)

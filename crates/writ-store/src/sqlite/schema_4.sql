@@ -12,5 +12,3 @@ CREATE TABLE audit_keys (
     public_key TEXT NOT NULL,   -- Ed25519, 32 bytes, base64url without padding
     created_ms INTEGER NOT NULL
 );
-
-CREATE INDEX audit_records_by_kind ON audit_records (kind, time_ms);

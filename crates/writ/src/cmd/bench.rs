@@ -49,6 +49,12 @@ pub struct Args {
     /// Token exchanges to time after the call phases (0 to skip).
     #[arg(long, default_value_t = 400)]
     tokens: usize,
+    /// Open loop: send this many calls per second in all (spread evenly over the
+    /// clients) instead of each client calling back to back. Latency is then counted
+    /// from when each call was due, so a stalled call also charges the ones queued
+    /// behind it.
+    #[arg(long)]
+    rate: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.clients,
         args.clients * 10,
         None,
+        args.rate,
     )
     .await?;
     phase(
@@ -157,10 +164,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.clients,
         args.clients * 10,
         auth.clone(),
+        args.rate,
     )
     .await?;
     for _ in 0..args.rounds {
-        let d = phase(&direct_url, "echo", &text, args.clients, args.calls, None).await?;
+        let d = phase(
+            &direct_url,
+            "echo",
+            &text,
+            args.clients,
+            args.calls,
+            None,
+            args.rate,
+        )
+        .await?;
         direct.latencies.extend(d.latencies);
         direct.elapsed += d.elapsed;
         let w = phase(
@@ -170,6 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.clients,
             args.calls,
             auth.clone(),
+            args.rate,
         )
         .await?;
         writ.latencies.extend(w.latencies);
@@ -190,6 +208,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "auth": args.auth,
         "policies": if args.auth == "off" { 0 } else { BENCH_POLICIES },
         "clients": args.clients,
+        "load": args.rate.map_or_else(|| json!("closed"), |rate| json!({ "open_rate": rate })),
         "payload_bytes": args.payload,
         "direct": direct.summary(),
         "writ": writ.summary(),
@@ -208,9 +227,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "scenario call: tools/call, {} B argument, {} clients, closed loop, {} calls per side, auth {}{}",
+        "scenario call: tools/call, {} B argument, {} clients, {}, {} calls per side, auth {}{}",
         args.payload,
         args.clients,
+        args.rate.map_or_else(
+            || "closed loop".to_owned(),
+            |rate| format!("open loop at {rate} calls/s")
+        ),
         direct.latencies.len(),
         args.auth,
         if args.auth == "off" {
@@ -418,7 +441,8 @@ fn bench_policies(count: usize) -> String {
     text
 }
 
-/// `clients` sessions sharing `calls` calls in a closed loop.
+/// `clients` sessions sharing `calls` calls, back to back (closed loop) or at `rate`
+/// calls per second in all (open loop).
 async fn phase(
     url: &str,
     tool: &str,
@@ -426,6 +450,7 @@ async fn phase(
     clients: usize,
     calls: usize,
     auth: Option<Arc<Auth>>,
+    rate: Option<u32>,
 ) -> anyhow::Result<Samples> {
     let mut sessions = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -437,10 +462,60 @@ async fn phase(
         .into_iter()
         .map(|s| (Arc::new(s), body.clone()))
         .collect();
-    closed_loop(workers, calls / clients, |(session, body)| async move {
+    let call = |(session, body): (Arc<Session>, Arc<str>)| async move {
         session.call(body.to_string()).await
-    })
-    .await
+    };
+    match rate {
+        None => closed_loop(workers, calls / clients, call).await,
+        Some(rate) => open_loop(workers, calls / clients, rate, call).await,
+    }
+}
+
+/// Each of the workers makes `per_worker` requests on a fixed schedule, so that all of
+/// them together make `rate` per second, staggered evenly. A request is never sent
+/// before the one before it on that worker answered (one keep-alive connection each);
+/// its latency counts from when it was due, not when it could be sent, so stalls are
+/// not hidden (no coordinated omission).
+async fn open_loop<W, F, Fut>(
+    workers: Vec<W>,
+    per_worker: usize,
+    rate: u32,
+    request: F,
+) -> anyhow::Result<Samples>
+where
+    W: Clone + Send + 'static,
+    F: Fn(W) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    if rate == 0 {
+        bail!("`--rate` must be above zero");
+    }
+    let count = workers.len() as u32;
+    let interval = Duration::from_secs_f64(f64::from(count) / f64::from(rate));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(workers.len());
+    for (index, worker) in workers.into_iter().enumerate() {
+        let request = request.clone();
+        let offset = interval.mul_f64(index as f64 / f64::from(count));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_worker);
+            for n in 0..per_worker {
+                let due = started + offset + interval.mul_f64(n as f64);
+                tokio::time::sleep_until(due.into()).await;
+                request(worker.clone()).await?;
+                latencies.push(due.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut samples = Samples::default();
+    for task in tasks {
+        samples
+            .latencies
+            .extend(task.await.context("a bench client stopped")??);
+    }
+    samples.elapsed = started.elapsed();
+    Ok(samples)
 }
 
 struct Session {
