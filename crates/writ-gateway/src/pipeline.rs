@@ -321,13 +321,13 @@ async fn call_tool(
             )
         })?;
         let arguments = params.get("arguments");
+        let call = format!("c_{}", uuid::Uuid::new_v4().simple());
         let decided = async {
             check_pin(&known, &exposed)?;
-            check_intent(gateway, caller, &known, &exposed).await?;
+            check_intent(gateway, caller, &known, &exposed, &call).await?;
             check_policy(gateway, caller, &known, arguments)
         }
         .await;
-        let call = format!("c_{}", uuid::Uuid::new_v4().simple());
         record_decision(gateway, caller, &known, &call, arguments, &decided).await?;
         decided?;
         if let Some(tokens) = &gateway.tokens {
@@ -335,6 +335,7 @@ async fn call_tool(
         }
         audited = Some(Audited {
             call,
+            actor: crate::token::actors(&caller.task.task),
             task: caller.task.task.id.clone(),
             tool: known.facts.name.clone(),
             server: known.facts.server.clone(),
@@ -389,6 +390,7 @@ async fn call_tool(
 /// What the records after a call's decision share: which call, task, tool and server.
 struct Audited {
     call: String,
+    actor: Vec<String>,
     task: String,
     tool: String,
     server: String,
@@ -397,6 +399,7 @@ struct Audited {
 impl Audited {
     fn event(&self, kind: &'static str) -> Event {
         crate::events::event(kind)
+            .with_actor(self.actor.clone())
             .with_task(self.task.clone())
             .with_tool(self.tool.clone())
             .with_field("call", self.call.clone())
@@ -449,6 +452,7 @@ async fn check_intent(
     caller: &Caller,
     tool: &KnownTool,
     exposed: &str,
+    call: &str,
 ) -> Result<(), GatewayError> {
     let Some(strayed) = deviation(caller, tool, exposed) else {
         return Ok(());
@@ -465,7 +469,7 @@ async fn check_intent(
     if let (OnDeviation::Revoke, Some(tokens)) = (gateway.on_deviation, &gateway.tokens) {
         let reason = format!("deviation: {strayed}");
         match tokens
-            .end_task(&task.task.id, TaskState::Revoked, &reason)
+            .end_task_for(&task.task.id, TaskState::Revoked, &reason, Some(call))
             .await
         {
             Ok(ended) if ended.len() == 2 => {
@@ -604,6 +608,9 @@ async fn record_decision(
             if let Some(data) = data {
                 event = event.with_field("detail", data.clone());
             }
+        }
+        Err(GatewayError::Denied(Denied::InsufficientScope(why))) => {
+            event = event.with_field("reason", why.clone());
         }
         Err(err) => event = event.with_field("reason", err.to_string()),
     }

@@ -58,7 +58,7 @@ fn a_missing_config_file_is_named() {
 }
 
 #[test]
-fn the_demo_tour_shows_teams_policy_decisions_and_a_deviation() {
+fn the_demo_tour_shows_teams_policy_decisions_a_deviation_and_their_audit_stories() {
     let output = writ()
         .args(["demo", "--tour-only", "--listen", "127.0.0.1:0"])
         .output()
@@ -83,6 +83,22 @@ fn the_demo_tour_shows_teams_policy_decisions_and_a_deviation() {
         "this is a deviation from the task's declared intent, so the task is revoked [-31011]",
         "The researcher's writ is dead after the deviation: HTTP 401: task `tsk_",
         "is revoked; begin a new task",
+        // The audit log tells each story: who, why, where, how it ended.
+        "12. The audit log's story of the allowed call (5): writ audit explain c_",
+        "to notes.write: allowed",
+        "(researcher, team research)",
+        "allow by policies research-writes-notes",
+        "arguments (redacted) {\"title\":\"plan\",\"body\":\"ship the gateway\"}",
+        "to server notes as write",
+        "  ok in ",
+        "13. The audit log's story of the denied call (6)",
+        "to ops.run: denied",
+        "not forwarded to server ops: the call was denied",
+        "14. The audit log's story of the deviation (9)",
+        "to crm.export: refused as a deviation",
+        "this call's deviation ended it: task tsk_",
+        "15. Every chain and checkpoint recomputed: writ audit verify",
+        "1 audit chains verified",
     ] {
         assert!(
             stdout.contains(expected),

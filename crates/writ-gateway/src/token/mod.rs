@@ -571,12 +571,26 @@ impl TokenService {
         state: TaskState,
         reason: &str,
     ) -> Result<Vec<String>, writ_store::StoreError> {
+        self.end_task_for(id, state, reason, None).await
+    }
+
+    /// [`end_task`](Self::end_task), because of call `call` (a deviation), which the
+    /// audit record names.
+    pub async fn end_task_for(
+        &self,
+        id: &str,
+        state: TaskState,
+        reason: &str,
+        call: Option<&str>,
+    ) -> Result<Vec<String>, writ_store::StoreError> {
         let changed = self.store.end_task(id, state, reason, now()).await?;
         self.set_states(&changed, state, TaskState::Revoked);
         if !changed.is_empty() {
-            self.audit
-                .note(ended_event(id, state, reason, &changed))
-                .await;
+            let mut ended = ended_event(id, state, reason, &changed);
+            if let Some(call) = call {
+                ended = ended.with_field("call", call.to_owned());
+            }
+            self.audit.note(ended).await;
         }
         Ok(changed)
     }

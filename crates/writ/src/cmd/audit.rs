@@ -127,6 +127,20 @@ struct Filters {
     until: Option<i64>,
 }
 
+/// `writ audit explain ID` as text, for the demo's tour.
+pub(super) async fn explain_to(
+    store: &dyn Store,
+    id: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    explain::explain(store, id, false, out).await
+}
+
+/// `writ audit verify`, for the demo's tour.
+pub(super) async fn verify_to(store: &dyn Store, out: &mut impl Write) -> anyhow::Result<()> {
+    verify::verify(store, out).await
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let store = super::open_store(&config).await?;

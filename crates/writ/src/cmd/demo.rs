@@ -20,7 +20,7 @@ use writ_gateway::Running;
 use writ_gateway::token::agent_key::AgentKey;
 use writ_gateway::token::client::{self, TaskRequest};
 use writ_mcp::server::{Tool, ToolServer, text_result};
-use writ_store::Store;
+use writ_store::{AuditFilter, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -73,6 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data.display()
     );
     tour(&base, &researcher, &operator).await?;
+    audit_tour(store.as_ref(), &data.join("writ.toml")).await?;
     if args.tour_only {
         running.shutdown(super::DRAIN).await;
         return Ok(());
@@ -132,6 +133,11 @@ ttl = "10m"
 [policy]
 dir = "{policies}"
 environment = "staging"
+
+# A checkpoint every 8 records, so the short tour's chain is signed before it ends
+# (the default is every 1,000 records or 10 seconds).
+[audit]
+checkpoint_every = 8
 "#,
         store = data.join("writ.db").display(),
         policies = write_policies(data)?.display(),
@@ -324,7 +330,75 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         .await
         .map_err(|e| anyhow::anyhow!("could not end the operator's task: {e}"))?;
     println!("11. The operator ends its task.");
-    println!("\nApproval and audit are the next stages of this same path.");
+    Ok(())
+}
+
+/// The end of the tour: the audit log's story of an allowed call, a denied call and the
+/// deviation, then the whole log verified — what an operator runs afterwards.
+#[expect(clippy::print_stdout, reason = "the tour is the command's output")]
+async fn audit_tour(store: &dyn Store, config_file: &std::path::Path) -> anyhow::Result<()> {
+    let first = |kind: &str, decision: &str| AuditFilter {
+        kind: Some(kind.to_owned()),
+        decision: Some(decision.to_owned()),
+        limit: 1,
+        ..AuditFilter::default()
+    };
+    let allowed = first("call.decided", "allow");
+    let denied = first("call.decided", "deny");
+    let deviation = first("call.deviation", "deviation");
+    // What follows a decision is committed within milliseconds, not waited for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let allowed_call = loop {
+        let found = store.audit_query(&allowed).await?;
+        let call = found
+            .first()
+            .and_then(|e| e.record.fields.get("call"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let completed = match &call {
+            Some(call) => !store
+                .audit_query(&AuditFilter {
+                    kind: Some("call.completed".into()),
+                    call: Some(call.clone()),
+                    ..AuditFilter::default()
+                })
+                .await?
+                .is_empty(),
+            None => false,
+        };
+        match call {
+            Some(call) if completed => break call,
+            _ if tokio::time::Instant::now() >= deadline => {
+                bail!("the allowed call's records did not reach the audit log")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let call_of = |found: Vec<writ_store::AuditEntry>, what: &str| {
+        found
+            .first()
+            .and_then(|e| e.record.fields.get("call"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("the {what} is not in the audit log"))
+    };
+    let denied_call = call_of(store.audit_query(&denied).await?, "denied call")?;
+    let deviation_call = call_of(store.audit_query(&deviation).await?, "deviation")?;
+    let config = config_file.display();
+    let mut out = std::io::stdout();
+    for (step, what, call) in [
+        (12, "the allowed call (5)", &allowed_call),
+        (13, "the denied call (6)", &denied_call),
+        (14, "the deviation (9)", &deviation_call),
+    ] {
+        println!(
+            "\n{step}. The audit log's story of {what}: writ audit explain {call} --config {config}"
+        );
+        super::audit::explain_to(store, call, &mut out).await?;
+    }
+    println!("\n15. Every chain and checkpoint recomputed: writ audit verify --config {config}");
+    super::audit::verify_to(store, &mut out).await?;
+    println!("\nApproval is the next stage of this same path.");
     Ok(())
 }
 
