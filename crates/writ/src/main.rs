@@ -30,7 +30,7 @@ enum Command {
     Policy(cmd::policy::Args),
     /// List pinned tool definitions and accept changed ones.
     Tools(cmd::tools::Args),
-    /// Verify the hash-chained audit log.
+    /// Verify, query, explain, export, tail and prune the hash-chained audit log.
     Audit(cmd::audit::Args),
 }
 
