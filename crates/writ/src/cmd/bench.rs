@@ -361,6 +361,15 @@ where
             anyhow::Ok(latencies)
         }));
     }
+    gather(tasks, started).await
+}
+
+/// Every worker's latencies, once all have finished, as one set of samples over the time
+/// since `started`.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+    started: Instant,
+) -> anyhow::Result<Samples> {
     let mut samples = Samples::default();
     for task in tasks {
         samples
@@ -508,14 +517,7 @@ where
             anyhow::Ok(latencies)
         }));
     }
-    let mut samples = Samples::default();
-    for task in tasks {
-        samples
-            .latencies
-            .extend(task.await.context("a bench client stopped")??);
-    }
-    samples.elapsed = started.elapsed();
-    Ok(samples)
+    gather(tasks, started).await
 }
 
 struct Session {
