@@ -1459,6 +1459,77 @@ async fn every_call_decision_is_recorded_in_the_audit_chain() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Recorded arguments never show an `[audit] redact` path, a value Writ holds as a
+/// secret (behind a server's credential reference), or a credential-looking value; the
+/// rest is recorded as sent, and `call.forwarded` names the reference, not its value.
+#[tokio::test]
+async fn recorded_arguments_are_redacted_by_path_held_secret_and_shape() {
+    let kit = Kit::start().await;
+    // A credential reference this test process can resolve without setting anything:
+    // nextest and cargo give every test its manifest folder.
+    let held = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let servers = kit.toml.replacen(
+        "name = \"notes\"\ntransport = \"http\"\n",
+        "name = \"notes\"\ntransport = \"http\"\nheaders = { Authorization = { env = \"CARGO_MANIFEST_DIR\" } }\n",
+        1,
+    );
+    assert_ne!(servers, kit.toml, "the notes server carries the reference");
+    let fx = Fixture::start(
+        example_pack(),
+        "[audit]\nredact = [\"form.password\", \"items.*.token\"]\n",
+        &servers,
+    )
+    .await;
+    let writ = fx.writ(&fx.rita, &["notes.*"]).await;
+    let answer = fx
+        .mcp
+        .call(
+            &writ,
+            "notes.write",
+            json!({
+                "text": "plain words",
+                "form": {"user": "ann", "password": "hunter2"},
+                "items": [{"token": "t1", "n": 1}, {"token": "t2", "n": 2}],
+                "where": held.clone(),
+                "also": format!("copied from {held} by hand"),
+                "auth": "Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl",
+            }),
+        )
+        .await;
+    assert_eq!(answer.text(), "notes.write ran");
+    let writer = fx.store.audit_writers().await.unwrap()[0].clone();
+    eventually(Duration::from_secs(3), || async {
+        let records = fx.store.audit_records(&writer, 0, 100).await.unwrap();
+        records.iter().any(|r| r.kind == "call.forwarded")
+    })
+    .await;
+    let records = fx.store.audit_records(&writer, 0, 100).await.unwrap();
+    let decided = records.iter().find(|r| r.kind == "call.decided").unwrap();
+    assert_eq!(
+        decided.fields["arguments"],
+        json!({
+            "text": "plain words",
+            "form": {"user": "ann", "password": "[redacted:path]"},
+            "items": [{"token": "[redacted:path]", "n": 1}, {"token": "[redacted:path]", "n": 2}],
+            "where": "[redacted:secret]",
+            "also": "[redacted:secret]",
+            "auth": "[redacted:credential]",
+        })
+    );
+    let stored = serde_json::to_string(&records).unwrap();
+    assert!(
+        !stored.contains(&held),
+        "the held secret appears nowhere in the log"
+    );
+    assert!(!stored.contains("hunter2"));
+    let forwarded = records.iter().find(|r| r.kind == "call.forwarded").unwrap();
+    assert_eq!(
+        forwarded.fields["credential"],
+        "Authorization from env CARGO_MANIFEST_DIR"
+    );
+    fx.stop().await;
+}
+
 /// The Ed25519 public key stored as base64url.
 fn audit_key(public: &str) -> ed25519_dalek::VerifyingKey {
     use base64::Engine as _;
