@@ -162,6 +162,10 @@ fn main() {
             calls as f64 / elapsed,
             3.0 * calls as f64 / elapsed
         );
+        // The log is folded back and started over as it goes; its file keeps the largest
+        // size it reached (capped by `journal_size_limit`).
+        let wal = std::fs::metadata(dir.join("writ.db-wal")).map_or(0, |m| m.len());
+        println!("write-ahead log file at the end: {} KiB", wal / 1024);
         shutdown.cancel();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = std::fs::remove_dir_all(&dir);
