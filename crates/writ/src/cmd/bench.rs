@@ -50,9 +50,9 @@ pub struct Args {
     #[arg(long, default_value_t = 400)]
     tokens: usize,
     /// Open loop: send this many calls per second in all (spread evenly over the
-    /// clients) instead of each client calling back to back. Latency is then counted
-    /// from when each call was due, so a stalled call also charges the ones queued
-    /// behind it.
+    /// clients) instead of each client calling back to back. A call held up by a slow
+    /// one before it counts from when it was due, so a stall also charges the calls
+    /// queued behind it.
     #[arg(long)]
     rate: Option<u32>,
 }
@@ -482,9 +482,11 @@ async fn phase(
 
 /// Each of the workers makes `per_worker` requests on a fixed schedule, so that all of
 /// them together make `rate` per second, staggered evenly. A request is never sent
-/// before the one before it on that worker answered (one keep-alive connection each);
-/// its latency counts from when it was due, not when it could be sent, so stalls are
-/// not hidden (no coordinated omission).
+/// before the one before it on that worker answered (one keep-alive connection each).
+/// A request held up by the one before it counts from when it was due, so stalls are
+/// not hidden (no coordinated omission); one that was not counts from when it was sent,
+/// so the timer's 1 ms tick (a wake-up up to 1 ms after the due time) is not counted
+/// as latency on either side.
 async fn open_loop<W, F, Fut>(
     workers: Vec<W>,
     per_worker: usize,
@@ -508,11 +510,18 @@ where
         let offset = interval.mul_f64(index as f64 / f64::from(count));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_worker);
+            let mut free_since = started;
             for n in 0..per_worker {
                 let due = started + offset + interval.mul_f64(n as f64);
                 tokio::time::sleep_until(due.into()).await;
+                let from = if free_since > due {
+                    due
+                } else {
+                    Instant::now()
+                };
                 request(worker.clone()).await?;
-                latencies.push(due.elapsed());
+                free_since = Instant::now();
+                latencies.push(free_since - from);
             }
             anyhow::Ok(latencies)
         }));
