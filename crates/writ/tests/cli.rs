@@ -512,3 +512,76 @@ fn audit_verify_passes_a_clean_log_and_names_a_changed_record() {
         String::from_utf8_lossy(&tampered.stderr).contains("1 of 1 audit chains do not verify")
     );
 }
+
+/// `[audit] retain`: a gateway prunes records older than that as it starts (and hourly
+/// after), leaving an anchor so what remains, and the pruned chain's end, still verify.
+#[test]
+fn a_gateway_with_retention_prunes_old_records_and_leaves_anchors() {
+    let config = temp_config(
+        "retain",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[audit]\nretain = \"30d\"\n",
+    );
+    let dir = config.parent().unwrap().to_path_buf();
+    let _ = std::fs::remove_dir_all(dir.join(".writ"));
+    std::fs::create_dir_all(dir.join(".writ")).unwrap();
+    let db = dir.join(".writ/writ.db");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A chain from 2023, long past 30 days.
+    let old = runtime.block_on(async {
+        use writ_store::Store as _;
+        let store = writ_store::SqliteStore::open(&db).await.unwrap();
+        let mut chain = writ_audit::Chain::new("gw_old", None);
+        let records: Vec<_> = (1..=30)
+            .map(|i| {
+                let event = writ_audit::Event::new(writ_audit::kinds::CALL_DECIDED)
+                    .unwrap()
+                    .with_decision("allow")
+                    .with_field("call", i);
+                chain.seal(event, 1_700_000_000_000 + i)
+            })
+            .collect();
+        store.append_audit(&records).await.unwrap();
+        store.close().await;
+        records
+    });
+    let mut child = writ()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("writ listening on "), "{line}");
+    let anchor = runtime.block_on(async {
+        use writ_store::Store as _;
+        let store = writ_store::SqliteStore::open(&db).await.unwrap();
+        for _ in 0..100 {
+            if let Some(anchor) = store.audit_anchor("gw_old").await.unwrap() {
+                return Some(anchor);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        anchor,
+        Some((30, old[29].hash.clone())),
+        "the old chain was pruned to an anchor at its last record"
+    );
+    let verified = run_ok(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert!(verified.contains("gw_old: 0 records verified"), "{verified}");
+    assert!(verified.contains("2 audit chains verified"), "{verified}");
+}
+
