@@ -581,7 +581,9 @@ fn a_gateway_with_retention_prunes_old_records_and_leaves_anchors() {
         "the old chain was pruned to an anchor at its last record"
     );
     let verified = run_ok(&["audit", "verify", "--config", config.to_str().unwrap()]);
-    assert!(verified.contains("gw_old: 0 records verified"), "{verified}");
+    assert!(
+        verified.contains("gw_old: 0 records verified"),
+        "{verified}"
+    );
     assert!(verified.contains("2 audit chains verified"), "{verified}");
 }
-
