@@ -587,3 +587,59 @@ fn a_gateway_with_retention_prunes_old_records_and_leaves_anchors() {
     );
     assert!(verified.contains("2 audit chains verified"), "{verified}");
 }
+
+/// `writ bench` as a user runs it, briefly: the gateway in a process of its own, both
+/// sides measured, and the JSON carrying what the report promises.
+#[test]
+fn bench_runs_the_gateway_as_its_own_process_and_reports_json() {
+    let output = writ()
+        .args([
+            "bench",
+            "--clients",
+            "2",
+            "--calls",
+            "40",
+            "--rounds",
+            "1",
+            "--tokens",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["scenario"], "call");
+    assert_eq!(report["auth"], "bearer");
+    for side in ["direct", "writ"] {
+        assert_eq!(report[side]["calls"], 40, "{report}");
+        assert!(report[side]["p50"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(
+            report[side]["throughput"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
+    for p in ["p50", "p90", "p99", "p999"] {
+        assert!(report["added_ms"][p].is_f64(), "{report}");
+    }
+    assert!(report["throughput_ratio"].as_f64().unwrap() > 0.0);
+    let gateway = &report["gateway"];
+    assert!(
+        gateway["start_to_ready_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(gateway["peak_rss_mib"].as_f64().unwrap() > 1.0, "{report}");
+    assert_eq!(gateway["sessions"], 1000);
+    assert!(
+        gateway["rss_with_sessions_mib"].as_f64().unwrap() > 1.0,
+        "{report}"
+    );
+    assert!(
+        gateway["cpu_us_per_call"].as_f64().unwrap() >= 0.0,
+        "{report}"
+    );
+}

@@ -1,13 +1,17 @@
 //! `writ bench`: `tools/call` latency and throughput through Writ, side by side with a
 //! direct connection to the same upstream, in the same run.
 //!
-//! The upstream is Writ's kit server with an `echo` tool on loopback. Phases alternate
-//! (direct, Writ, direct, Writ, …) so drift on a shared machine hits both sides alike.
+//! The upstream is Writ's kit server with an `echo` tool on loopback. The gateway is
+//! `writ serve` in a process of its own, started from a `writ.toml` the bench writes as
+//! an operator would, so its start-to-ready time, CPU time and memory are its own
+//! (read from Linux's /proc). Phases alternate (direct, Writ, direct, Writ, …) so drift
+//! on a shared machine hits both sides alike.
 //! Agents authenticate as a user would run Writ: a registered agent begins a task and
 //! sends its writ (bearer, or DPoP-bound with a proof per call) on every call, and every
 //! call is decided by Cedar against 100 policies shaped like a deployment's (pinning and
 //! the task's intent checked too). The token scenario times the exchange itself.
-//! Open-loop and list figures join as the pipeline grows.
+//! `--rate` runs an open loop at a fixed rate; closed loop (each client back to back) is
+//! the default. The list scenario and the other protocol era are still to come.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,12 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use writ_core::config::{
-    Config, HttpTransport, ServerConfig, SigningAlgorithm, ToolNames, Transport,
-};
-use writ_core::naming::ServerName;
-use writ_core::tools::{Access, Risk, ToolRule};
-use writ_gateway::Running;
+use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::token::agent_key::AgentKey;
 use writ_gateway::token::client::{self, TaskRequest};
 use writ_mcp::server::{Tool, ToolServer, text_result};
@@ -110,18 +109,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     let direct_url = format!("http://{upstream_addr}/mcp");
     let data = std::env::temp_dir().join(format!("writ-bench-{}", std::process::id()));
-    let config = bench_config(upstream_addr, &data, args.auth != "off")?;
+    let (config_file, config) = bench_config(upstream_addr, &data, args.auth != "off")?;
     let key = if args.auth == "off" {
         None
     } else {
         Some(register_agent(&config).await?)
     };
-    let running = Running::start(&config).await?;
-    if !running.wait_ready(Duration::from_secs(10)).await {
-        bail!("the gateway did not become ready");
-    }
-    let writ_url = running.mcp_url();
-    let base = format!("http://{}", running.local_addr());
+    let gateway = Gateway::start(&config_file).await?;
+    let writ_url = gateway.mcp_url.clone();
+    let base = gateway.base.clone();
     let http = reqwest::Client::new();
     let auth = match &key {
         None => None,
@@ -146,6 +142,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let text = "x".repeat(args.payload);
     let mut direct = Samples::default();
     let mut writ = Samples::default();
+    let mut writ_cpu = Duration::ZERO;
     // One warm-up phase each, not counted: connections, allocators and caches settle.
     phase(
         &direct_url,
@@ -180,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
         direct.latencies.extend(d.latencies);
         direct.elapsed += d.elapsed;
+        let cpu_before = gateway.cpu()?;
         let w = phase(
             &writ_url,
             "echo",
@@ -190,6 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.rate,
         )
         .await?;
+        writ_cpu += gateway.cpu()?.saturating_sub(cpu_before);
         writ.latencies.extend(w.latencies);
         writ.elapsed += w.elapsed;
     }
@@ -199,8 +198,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    running.shutdown(Duration::from_secs(5)).await;
+    let peak_rss = gateway.memory_kib("VmHWM")?;
+    let rss_with_sessions = rss_with_sessions(&gateway, auth.clone(), SESSIONS).await?;
+    let start_to_ready = gateway.start_to_ready;
+    gateway.stop().await;
     let _ = std::fs::remove_dir_all(&data);
+    let calls = writ.latencies.len().max(1) as f64;
+    let gateway_report = json!({
+        "start_to_ready_ms": start_to_ready.as_secs_f64() * 1_000.0,
+        "cpu_us_per_call": writ_cpu.as_secs_f64() * 1e6 / calls,
+        "cpu_cores": writ_cpu.as_secs_f64() / writ.elapsed.as_secs_f64().max(f64::EPSILON),
+        "peak_rss_mib": peak_rss as f64 / 1024.0,
+        "sessions": SESSIONS,
+        "rss_with_sessions_mib": rss_with_sessions as f64 / 1024.0,
+    });
 
     let added = |p: f64| writ.percentile(p) - direct.percentile(p);
     let report = json!({
@@ -215,6 +226,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "added_ms": { "p50": added(50.0), "p90": added(90.0), "p99": added(99.0), "p999": added(99.9) },
         "latency_ratio_p50": writ.percentile(50.0) / direct.percentile(50.0).max(f64::EPSILON),
         "throughput_ratio": writ.throughput() / direct.throughput().max(f64::EPSILON),
+        "gateway": gateway_report,
     });
     let token_report = tokens.as_ref().map(|t| {
         json!({ "scenario": "token", "auth": args.auth, "clients": args.clients, "exchanges": t.summary() })
@@ -268,6 +280,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "throughput through Writ / direct: {:.2}",
         writ.throughput() / direct.throughput().max(f64::EPSILON)
     );
+    println!(
+        "gateway process: start to ready {:.0} ms; {:.0} µs of CPU per call through Writ ({:.2} cores); peak RSS {:.1} MiB; RSS with {SESSIONS} sessions open {:.1} MiB",
+        start_to_ready.as_secs_f64() * 1_000.0,
+        writ_cpu.as_secs_f64() * 1e6 / calls,
+        writ_cpu.as_secs_f64() / writ.elapsed.as_secs_f64().max(f64::EPSILON),
+        peak_rss as f64 / 1024.0,
+        rss_with_sessions as f64 / 1024.0,
+    );
     if let Some(t) = tokens {
         println!(
             "scenario token: {} token exchanges ({} clients): p50 {:.3} ms, p99 {:.3} ms, {:.0} exchanges/s",
@@ -279,6 +299,137 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Sessions opened at the end to see what the gateway's memory does with many agents.
+const SESSIONS: usize = 1_000;
+
+/// Opens `count` sessions on the gateway (over a few shared connections, as agents
+/// behind one egress would) and reads its resident memory while they are all open.
+async fn rss_with_sessions(
+    gateway: &Gateway,
+    auth: Option<Arc<Auth>>,
+    count: usize,
+) -> anyhow::Result<u64> {
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let mut sessions = Vec::with_capacity(count);
+    for _ in 0..count {
+        sessions.push(Session::open_with(http.clone(), &gateway.mcp_url, auth.clone()).await?);
+    }
+    let rss = gateway.memory_kib("VmRSS")?;
+    drop(sessions);
+    Ok(rss)
+}
+
+/// The gateway under test: `writ serve` in a process of its own, as an operator runs it,
+/// so that its CPU time and memory are its own and not the load generator's.
+struct Gateway {
+    child: std::process::Child,
+    mcp_url: String,
+    base: String,
+    /// From starting the process to `/readyz` answering 200.
+    start_to_ready: Duration,
+}
+
+impl Gateway {
+    async fn start(config: &std::path::Path) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env(
+                "WRIT_LOG",
+                std::env::var("WRIT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("could not start `writ serve`")?;
+        let stdout = child.stdout.take().context("`writ serve` has no stdout")?;
+        let (first, listening) = tokio::sync::oneshot::channel();
+        // Reads the address line, then drains the rest so the gateway never blocks on a
+        // full pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = first.send(lines.next());
+            for _ in lines {}
+        });
+        let line = match listening.await {
+            Ok(Some(Ok(line))) => line,
+            _ => bail!("`writ serve` stopped before it said where it listens"),
+        };
+        let mcp_url = line
+            .trim()
+            .strip_prefix("writ listening on ")
+            .with_context(|| format!("`writ serve` said `{line}`"))?
+            .to_owned();
+        let base = mcp_url.trim_end_matches("/mcp").to_owned();
+        let http = reqwest::Client::new();
+        let deadline = started + Duration::from_secs(10);
+        loop {
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the gateway did not become ready within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Self {
+            child,
+            mcp_url,
+            base,
+            start_to_ready: started.elapsed(),
+        })
+    }
+
+    /// The CPU time (user and system, every thread) the gateway has used so far.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .context("reading the gateway's CPU time (Linux /proc)")?;
+        // After the command name in parentheses: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |index: usize| -> anyhow::Result<u64> {
+            Ok(fields
+                .get(index)
+                .context("an unexpected /proc/PID/stat")?
+                .parse()?)
+        };
+        // Clock ticks of 10 ms: Linux reports these at USER_HZ = 100 on every platform.
+        Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    }
+
+    /// A memory figure of the gateway's (`VmRSS`, `VmHWM` for the peak), in KiB.
+    fn memory_kib(&self, key: &str) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading the gateway's memory (Linux /proc)")?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no `{key}` in /proc/PID/status"))
+    }
+
+    /// Stops it as an operator would (SIGTERM), and kills it if it does not stop.
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// What the bench agent sends with each call through Writ.
@@ -380,40 +531,28 @@ async fn gather(
     Ok(samples)
 }
 
+/// Writes the gateway's `writ.toml` (and its policies) into `data`, as an operator
+/// would, and returns the file and the configuration it holds.
 fn bench_config(
     upstream: SocketAddr,
     data: &std::path::Path,
     auth: bool,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<(std::path::PathBuf, Config)> {
     let policies = data.join("policies");
     std::fs::create_dir_all(&policies)?;
     std::fs::write(policies.join("bench.cedar"), bench_policies(BENCH_POLICIES))?;
     let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"{}\"\n[store]\npath = \"{}\"\n[policy]\ndir = \"{}\"\n",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"{}\"\ntool_names = \"bare\"\n\
+         [store]\npath = \"{}\"\n[policy]\ndir = \"{}\"\n\
+         [[servers]]\nname = \"bench\"\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n\
+         call_timeout = \"30s\"\n[[servers.tools]]\nname = \"echo\"\naccess = \"read\"\nrisk = \"low\"\n",
         if auth { "on" } else { "off" },
         data.join("writ.db").display(),
         policies.display()
     );
-    let mut config = Config::parse(&text)?;
-    config.gateway.tool_names = ToolNames::Bare;
-    config.servers.push(ServerConfig {
-        name: ServerName::parse("bench")?,
-        transport: Transport::Http(HttpTransport {
-            url: format!("http://{upstream}/mcp"),
-            headers: Vec::new(),
-        }),
-        call_timeout: Duration::from_secs(30),
-        trusted: false,
-        pinning: true,
-        tools: vec![ToolRule {
-            name: "echo".into(),
-            access: Some(Access::Read),
-            risk: Some(Risk::Low),
-            data_classes: None,
-            groups: None,
-        }],
-    });
-    Ok(config)
+    let file = data.join("writ.toml");
+    std::fs::write(&file, &text)?;
+    Ok((file, Config::parse(&text)?))
 }
 
 /// How many Cedar policies the gateway decides with, as a deployment might have.
@@ -560,6 +699,15 @@ impl Session {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1)
             .build()?;
+        Self::open_with(http, url, auth).await
+    }
+
+    /// A session over `http`'s connections (shared with other sessions).
+    async fn open_with(
+        http: reqwest::Client,
+        url: &str,
+        auth: Option<Arc<Auth>>,
+    ) -> anyhow::Result<Self> {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "writ-bench", "version": "1"}}});
         let mut session = Self {
             http,
