@@ -107,6 +107,29 @@ fn the_demo_tour_shows_teams_policy_decisions_a_deviation_and_their_audit_storie
     }
 }
 
+/// `writ serve --config config`, and the `/mcp` URL it says it listens on.
+fn serve(config: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = writ()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("writ listening on "),
+        "`writ serve` said {line:?}"
+    );
+    let url = line
+        .trim()
+        .trim_start_matches("writ listening on ")
+        .to_owned();
+    (child, url)
+}
+
 #[test]
 fn serve_runs_until_sigterm_and_exits_cleanly() {
     let fixture =
@@ -118,21 +141,7 @@ fn serve_runs_until_sigterm_and_exits_cleanly() {
             fixture.display()
         ),
     );
-    let mut child = writ()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("writ listening on ")
-        .unwrap()
-        .to_owned();
+    let (mut child, url) = serve(&path);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -452,10 +461,14 @@ fn changed_tools_are_listed_shown_and_accepted() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to accept"));
 }
 
-#[test]
-fn audit_verify_passes_a_clean_log_and_names_a_changed_record() {
-    let config = temp_config("audit", "[gateway]\nlisten = \"127.0.0.1:0\"\n");
-    let dir = config.parent().unwrap().to_path_buf();
+/// A fresh store in `dir/.writ` holding chain `writer`: 30 allowed `notes.read` calls
+/// sealed a millisecond apart from `since_ms`. Returns a runtime for further store work,
+/// the database file and the records.
+fn seed_chain(
+    dir: &std::path::Path,
+    writer: &str,
+    since_ms: i64,
+) -> (tokio::runtime::Runtime, PathBuf, Vec<writ_audit::Record>) {
     let _ = std::fs::remove_dir_all(dir.join(".writ"));
     std::fs::create_dir_all(dir.join(".writ")).unwrap();
     let db = dir.join(".writ/writ.db");
@@ -463,10 +476,10 @@ fn audit_verify_passes_a_clean_log_and_names_a_changed_record() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let records = runtime.block_on(async {
         use writ_store::Store as _;
         let store = writ_store::SqliteStore::open(&db).await.unwrap();
-        let mut chain = writ_audit::Chain::new("gw_test", None);
+        let mut chain = writ_audit::Chain::new(writer, None);
         let records: Vec<_> = (1..=30)
             .map(|i| {
                 let event = writ_audit::Event::new(writ_audit::kinds::CALL_DECIDED)
@@ -474,12 +487,21 @@ fn audit_verify_passes_a_clean_log_and_names_a_changed_record() {
                     .with_tool("notes.read")
                     .with_decision("allow")
                     .with_field("call", i);
-                chain.seal(event, 1_795_000_000_000 + i)
+                chain.seal(event, since_ms + i)
             })
             .collect();
         store.append_audit(&records).await.unwrap();
         store.close().await;
+        records
     });
+    (runtime, db, records)
+}
+
+#[test]
+fn audit_verify_passes_a_clean_log_and_names_a_changed_record() {
+    let config = temp_config("audit", "[gateway]\nlisten = \"127.0.0.1:0\"\n");
+    let dir = config.parent().unwrap().to_path_buf();
+    let (runtime, db, _) = seed_chain(&dir, "gw_test", 1_795_000_000_000);
     let config = config.to_str().unwrap();
     let clean = run_ok(&["audit", "verify", "--config", config]);
     assert!(
@@ -522,42 +544,9 @@ fn a_gateway_with_retention_prunes_old_records_and_leaves_anchors() {
         "[gateway]\nlisten = \"127.0.0.1:0\"\n[audit]\nretain = \"30d\"\n",
     );
     let dir = config.parent().unwrap().to_path_buf();
-    let _ = std::fs::remove_dir_all(dir.join(".writ"));
-    std::fs::create_dir_all(dir.join(".writ")).unwrap();
-    let db = dir.join(".writ/writ.db");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     // A chain from 2023, long past 30 days.
-    let old = runtime.block_on(async {
-        use writ_store::Store as _;
-        let store = writ_store::SqliteStore::open(&db).await.unwrap();
-        let mut chain = writ_audit::Chain::new("gw_old", None);
-        let records: Vec<_> = (1..=30)
-            .map(|i| {
-                let event = writ_audit::Event::new(writ_audit::kinds::CALL_DECIDED)
-                    .unwrap()
-                    .with_decision("allow")
-                    .with_field("call", i);
-                chain.seal(event, 1_700_000_000_000 + i)
-            })
-            .collect();
-        store.append_audit(&records).await.unwrap();
-        store.close().await;
-        records
-    });
-    let mut child = writ()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("writ listening on "), "{line}");
+    let (runtime, db, old) = seed_chain(&dir, "gw_old", 1_700_000_000_000);
+    let (mut child, _) = serve(&config);
     let anchor = runtime.block_on(async {
         use writ_store::Store as _;
         let store = writ_store::SqliteStore::open(&db).await.unwrap();
