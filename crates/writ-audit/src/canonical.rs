@@ -172,6 +172,12 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     out
 }
 
+/// Lowercase hex SHA-256 of `bytes`: of a result exactly as received, or of canonical
+/// JSON already encoded (then equal to [`digest`] of its value).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// Lowercase hex SHA-256 of a value's canonical JSON: the digest of arguments and
 /// results that audit records carry. Two values that differ only in key order have
 /// the same digest.
@@ -272,6 +278,12 @@ mod tests {
             // SHA-256 of the two bytes `{}`.
             "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
+    }
+
+    #[test]
+    fn the_digest_is_the_hash_of_the_canonical_encoding() {
+        let value = json!({"b": [1, 2.5, "x"], "a": {"d": null, "c": true}});
+        assert_eq!(sha256_hex(&canonical_json(&value)), digest(&value));
     }
 
     #[test]

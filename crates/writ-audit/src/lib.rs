@@ -110,7 +110,7 @@ mod record;
 mod redact;
 mod verify;
 
-pub use canonical::{canonical_json, digest};
+pub use canonical::{canonical_json, digest, sha256_hex};
 pub use checkpoint::{CHECKPOINT_TAG, Checkpoint};
 pub use credential::looks_like_credential;
 pub use event::{Event, MAX_KIND_LEN, is_valid_kind, kinds};

@@ -378,7 +378,11 @@ async fn call_tool(
                         "ok"
                     },
                 )
-                .with_field("result_digest", sha256_hex(raw.get().as_bytes())),
+                // Of the result exactly as the upstream sent it.
+                .with_field(
+                    "result_digest",
+                    writ_audit::sha256_hex(raw.get().as_bytes()),
+                ),
             Err(err) => completed
                 .with_field("status", "error")
                 .with_field("error", err.to_string()),
@@ -415,15 +419,6 @@ fn is_tool_error(raw: &RawValue) -> bool {
         is_error: bool,
     }
     serde_json::from_str::<Outcome>(raw.get()).is_ok_and(|o| o.is_error)
-}
-
-/// Lowercase hex SHA-256 of the result exactly as the upstream sent it.
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The pin stage: a tool whose definition changed since it was trusted is not called.
@@ -615,9 +610,11 @@ async fn record_decision(
         Err(err) => event = event.with_field("reason", err.to_string()),
     }
     if let Some(arguments) = arguments {
-        event = event.with_field("arguments_digest", writ_audit::digest(arguments));
+        // Encoded once: its hash is the digest, its length decides whether it is copied.
+        let canonical = writ_audit::canonical_json(arguments);
+        event = event.with_field("arguments_digest", writ_audit::sha256_hex(&canonical));
         // Large arguments are recorded by digest only, and never copied.
-        if writ_audit::canonical_json(arguments).len() <= MAX_AUDITED_ARGUMENTS {
+        if canonical.len() <= MAX_AUDITED_ARGUMENTS {
             let mut shown = arguments.clone();
             writ_audit::redact(&mut shown, &gateway.redact);
             event = event.with_field("arguments", shown);
