@@ -734,13 +734,18 @@ fn a_full_disk_refuses_calls_and_forwards_none() {
         let session = Session::open(&gateway.url(), &token).await.unwrap();
         let mut n = 0;
         let mut readiness = Vec::new();
-        // Until the first refusal, then five more calls: once the disk is full, every
-        // call is refused and the gateway stays unready.
+        // Until six calls have been refused. Every call is either answered (and then
+        // recorded and forwarded) or refused for want of a record (and then forwarded
+        // nowhere), and the gateway is unready right after a refusal. A call after a
+        // refusal may be answered again: once the write-ahead log has been folded back
+        // into the database, SQLite starts it over from the top of its file, so the next
+        // commit can fit in the space the limit allows.
         while refused.len() < 6 {
             n += 1;
             assert!(
                 n <= GIVE_UP,
-                "{GIVE_UP} calls of 3 KiB with files limited to {blocks} blocks of {block} bytes, and none was refused:\n{}",
+                "{GIVE_UP} calls of 3 KiB with files limited to {blocks} blocks of {block} bytes, and only {} refused:\n{}",
+                refused.len(),
                 gateway.stderr()
             );
             let text = large_text(n);
@@ -748,7 +753,7 @@ fn a_full_disk_refuses_calls_and_forwards_none() {
                 .call(n as u64 + 1, "up.echo", json!({ "text": text }))
                 .await
                 .unwrap_or_else(|e| panic!("call {n}: {e}\n{}", gateway.stderr()));
-            if refused.is_empty() && status == 200 && answer["result"]["content"][0]["text"] == text {
+            if status == 200 && answer["result"]["content"][0]["text"] == text {
                 answered.insert(text);
                 continue;
             }
