@@ -17,7 +17,7 @@ use writ_audit::kinds;
 use writ_core::config::ServerConfig;
 use writ_core::tools::classify;
 use writ_policy::ToolFacts;
-use writ_store::{Store, ToolPin};
+use writ_store::{OfferedTool, Store, ToolPin};
 
 use crate::audit::AuditLog;
 use crate::events::event;
@@ -78,20 +78,13 @@ impl ToolRegistry {
         let Some(server) = self.servers.get(index) else {
             return;
         };
-        let pins = self.pins_of(server).await;
+        let held = match self.pins_of(server).await {
+            Err(why) => tools.iter().map(|_| (None, Some(why.clone()))).collect(),
+            Ok(None) => tools.iter().map(|_| (None, None)).collect(),
+            Ok(Some(pins)) => self.check_pins(server, tools, &pins).await,
+        };
         let mut entries = Vec::with_capacity(tools.len());
-        for tool in tools {
-            let (hash, held) = match &pins {
-                Err(why) => (None, Some(why.clone())),
-                Ok(None) => (None, None),
-                Ok(Some(pins)) => {
-                    let (hash, definition) = pinned_part(tool);
-                    let held = self
-                        .check_pin(server, tool, &hash, definition, pins.get(tool.name))
-                        .await;
-                    (Some(hash), held)
-                }
-            };
+        for (tool, (hash, held)) in tools.iter().zip(held) {
             if let Some(why) = &held {
                 tracing::warn!(server = %server.name, tool = tool.name, why = %why, "tool held back");
             }
@@ -143,59 +136,96 @@ impl ToolRegistry {
         }
     }
 
-    /// Compares a listed definition with its pin, recording first sight and drift.
-    async fn check_pin(
+    /// Compares each listed definition with its pin: the definition's hash, and why the
+    /// tool is held, if it is. Tools seen for the first time and drift are recorded in the
+    /// store, all in one write; the tools whose pin matches (every tool, on most fetches)
+    /// need none.
+    async fn check_pins(
+        &self,
+        server: &ServerConfig,
+        tools: &[Listed<'_>],
+        pins: &HashMap<String, ToolPin>,
+    ) -> Vec<(Option<String>, Option<String>)> {
+        let parts: Vec<(String, Value)> = tools.iter().map(pinned_part).collect();
+        let settled = |tool: &Listed<'_>, hash: &str| {
+            pins.get(tool.name)
+                .is_some_and(|p| p.hash == hash && p.drift.is_none())
+        };
+        let offered: Vec<OfferedTool<'_>> = tools
+            .iter()
+            .zip(&parts)
+            .filter(|(tool, (hash, _))| !settled(tool, hash))
+            .map(|(tool, (hash, definition))| OfferedTool {
+                tool: tool.name,
+                hash,
+                definition,
+            })
+            .collect();
+        let recorded: Result<HashMap<String, ToolPin>, ()> = match (&self.store, offered.is_empty()) {
+            (_, true) => Ok(HashMap::new()),
+            (None, false) => Err(()),
+            (Some(store), false) => store
+                .observe_tools(server.name.as_str(), &offered, crate::token::now())
+                .await
+                .map(|observed| observed.into_iter().map(|p| (p.tool.clone(), p)).collect())
+                .map_err(|err| {
+                    tracing::error!(%err, server = %server.name, tools = offered.len(), "could not record tool pins");
+                }),
+        };
+        let mut out = Vec::with_capacity(tools.len());
+        for (tool, (hash, _)) in tools.iter().zip(parts) {
+            let held = if settled(tool, &hash) {
+                None
+            } else {
+                match &recorded {
+                    Err(()) => Some("Writ could not record this tool's definition".into()),
+                    Ok(recorded) => {
+                        self.held_for_drift(
+                            server,
+                            tool,
+                            &hash,
+                            pins.get(tool.name),
+                            recorded.get(tool.name),
+                        )
+                        .await
+                    }
+                }
+            };
+            out.push((Some(hash), held));
+        }
+        out
+    }
+
+    /// Why a tool whose listed definition (`hash`) was just recorded against its pin is
+    /// held: `before` is the pin as it was, `now` as the store returned it. Drift seen
+    /// for the first time is recorded in the audit log.
+    async fn held_for_drift(
         &self,
         server: &ServerConfig,
         tool: &Listed<'_>,
         hash: &str,
-        definition: Value,
-        pin: Option<&ToolPin>,
+        before: Option<&ToolPin>,
+        now: Option<&ToolPin>,
     ) -> Option<String> {
-        let settled = pin.is_some_and(|p| p.hash == hash && p.drift.is_none());
-        let drift_known = pin.is_some_and(|p| p.drift.as_ref().is_some_and(|d| d.hash == hash));
-        let previous = pin.map(|p| p.hash.clone());
-        let pin = if settled {
-            pin.cloned()
-        } else {
-            let store = self.store.as_ref()?;
-            match store
-                .observe_tool(
-                    server.name.as_str(),
-                    tool.name,
-                    hash,
-                    &definition,
-                    crate::token::now(),
-                )
-                .await
-            {
-                Ok(pin) => Some(pin),
-                Err(err) => {
-                    tracing::error!(%err, server = %server.name, tool = tool.name, "could not record a tool pin");
-                    return Some("Writ could not record this tool's definition".into());
-                }
-            }
-        };
-        match pin {
-            Some(pin) if pin.hash == hash => None,
-            _ => {
-                if let (Some(audit), false) = (&self.audit, drift_known) {
-                    audit
-                        .note(
-                            event(kinds::TOOL_DRIFTED)
-                                .with_tool(format!("{}.{}", server.name, tool.name))
-                                .with_field("server", server.name.to_string())
-                                .with_field("pinned_hash", previous)
-                                .with_field("offered_hash", hash.to_owned()),
-                        )
-                        .await;
-                }
-                Some(format!(
-                    "its definition changed since it was pinned; an operator must review and accept it (`writ tools accept {}.{}`)",
-                    server.name, tool.name
-                ))
-            }
+        if now.is_some_and(|pin| pin.hash == hash) {
+            return None;
         }
+        let drift_known = before.is_some_and(|p| p.drift.as_ref().is_some_and(|d| d.hash == hash));
+        if let (Some(audit), false) = (&self.audit, drift_known) {
+            audit
+                .note(
+                    event(kinds::TOOL_DRIFTED)
+                        .with_tool(format!("{}.{}", server.name, tool.name))
+                        .with_field("server", server.name.to_string())
+                        .with_field("pinned_hash", before.map(|p| p.hash.clone()))
+                        .with_field("offered_hash", hash.to_owned()),
+                )
+                .await;
+        }
+        Some(format!(
+            "its definition changed since it was pinned; an operator must review and accept it (`writ tools accept {}.{}`)",
+            server.name, tool.name
+        ))
     }
 
     /// Re-reads the pins of the server a changed pin (`server.tool`) belongs to, after an

@@ -1,7 +1,9 @@
 //! A small MCP server over Streamable HTTP, for Writ's own demo and benchmark servers.
 //!
 //! It serves tools only, answers in JSON (never SSE), and issues a session id so it
-//! behaves like the session-era servers Writ fronts in production.
+//! behaves like the session-era servers Writ fronts in production. A request that carries
+//! the 2026-07-28 revision in `_meta` is answered as a stateless server answers it (a
+//! `resultType` on every result), so `writ bench` can compare that era directly too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +80,8 @@ pub struct ToolServer {
     tools: Vec<Tool>,
     /// The `tools/list` result, encoded once.
     list: String,
+    /// The same for a 2026-07-28 request (with `resultType`).
+    list_stateless: String,
     /// How many `tools/call` requests arrived, known tool or not (tests use it to prove
     /// that a refused call never reached the server).
     tool_calls: std::sync::atomic::AtomicU64,
@@ -85,12 +89,14 @@ pub struct ToolServer {
 
 impl ToolServer {
     pub fn new(name: &str, tools: Vec<Tool>) -> Arc<Self> {
-        let list =
-            json!({ "tools": tools.iter().map(Tool::definition).collect::<Vec<_>>() }).to_string();
+        let definitions: Vec<Value> = tools.iter().map(Tool::definition).collect();
+        let list = json!({ "tools": definitions }).to_string();
+        let list_stateless = json!({ "tools": definitions, "resultType": "complete" }).to_string();
         Arc::new(Self {
             name: name.into(),
             tools,
             list,
+            list_stateless,
             tool_calls: Default::default(),
         })
     }
@@ -168,6 +174,10 @@ impl ToolServer {
     }
 }
 
+/// What marks a 2026-07-28 request: its revision in `params._meta` (the value is checked
+/// loosely; this is a kit server, and Writ's front door does the strict checking).
+const STATELESS_META: &str = r#""io.modelcontextprotocol/protocolVersion":"2026-07-28""#;
+
 async fn handle(State(server): State<Arc<ToolServer>>, body: Bytes) -> Response {
     let message = match jsonrpc::parse_body(&body, 64) {
         Ok(Body::Single(message)) => message,
@@ -186,19 +196,28 @@ async fn handle(State(server): State<Arc<ToolServer>>, body: Bytes) -> Response 
         return StatusCode::ACCEPTED.into_response();
     };
     let id = request.id.as_raw();
+    let stateless = request
+        .params
+        .as_deref()
+        .is_some_and(|p| p.get().contains(STATELESS_META));
     let (text, session) = match request.method.as_str() {
         "tools/list" => (
-            jsonrpc::result_response(id, &jsonrpc::to_raw(&server.list_raw())),
+            jsonrpc::result_response(id, &server.list_raw(stateless)),
             None,
         ),
         method => {
-            let session =
-                (method == "initialize").then(|| uuid::Uuid::new_v4().simple().to_string());
+            let session = (method == "initialize" && !stateless)
+                .then(|| uuid::Uuid::new_v4().simple().to_string());
             match server.answer(method, request.params.as_deref()) {
-                Ok(result) => (
-                    jsonrpc::result_response(id, &jsonrpc::to_raw(&result)),
-                    session,
-                ),
+                Ok(mut result) => {
+                    if stateless && let Some(result) = result.as_object_mut() {
+                        result.insert("resultType".into(), json!("complete"));
+                    }
+                    (
+                        jsonrpc::result_response(id, &jsonrpc::to_raw(&result)),
+                        session,
+                    )
+                }
                 Err((code, message)) => (
                     jsonrpc::error_response(Some(id), code, &message, None),
                     None,
@@ -227,8 +246,12 @@ impl ToolServer {
         self.tool_calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn list_raw(&self) -> Box<serde_json::value::RawValue> {
-        serde_json::value::RawValue::from_string(self.list.clone())
-            .unwrap_or_else(|_| jsonrpc::null())
+    fn list_raw(&self, stateless: bool) -> Box<serde_json::value::RawValue> {
+        let list = if stateless {
+            &self.list_stateless
+        } else {
+            &self.list
+        };
+        serde_json::value::RawValue::from_string(list.clone()).unwrap_or_else(|_| jsonrpc::null())
     }
 }

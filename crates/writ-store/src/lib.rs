@@ -102,15 +102,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn tool_pins(&self, server: Option<&str>) -> StoreResult<Vec<ToolPin>>;
     /// The pin of one tool, if it has been seen.
     async fn tool_pin(&self, server: &str, tool: &str) -> StoreResult<Option<ToolPin>>;
-    /// What a gateway calls for each tool every time it fetches a server's tool list, with
-    /// the definition offered and its `hash`. Returns the pin, which stays in force:
+    /// What a gateway calls with every tool of `server`'s list each time it fetches it:
+    /// each tool's definition as offered and its hash. Returns the pins, in the order
+    /// offered, which stay in force:
     /// - a tool never seen is pinned to this definition (trust on first use);
     /// - the pinned hash clears any drift: the server went back to what was accepted;
     /// - another hash is recorded as the pin's drift, for an operator to accept. The same
     ///   drift offered again keeps the `seen_at` of its first sighting.
     ///
-    /// Appends a [`ChangeKind::Tool`] change only when the drift appeared, changed or was
-    /// cleared, so other gateways re-read the pin then and not on every fetch.
+    /// One transaction for the whole list, so a server's first list of 500 tools is one
+    /// commit, not 500. Appends a [`ChangeKind::Tool`] change only for the tools whose
+    /// drift appeared, changed or was cleared, so other gateways re-read those pins then
+    /// and not on every fetch.
+    async fn observe_tools(
+        &self,
+        server: &str,
+        tools: &[OfferedTool<'_>],
+        now: i64,
+    ) -> StoreResult<Vec<ToolPin>>;
+    /// [`observe_tools`](Self::observe_tools) for one tool.
     async fn observe_tool(
         &self,
         server: &str,
@@ -118,7 +128,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         hash: &str,
         definition: &serde_json::Value,
         now: i64,
-    ) -> StoreResult<ToolPin>;
+    ) -> StoreResult<ToolPin> {
+        let offered = OfferedTool {
+            tool,
+            hash,
+            definition,
+        };
+        self.observe_tools(server, &[offered], now)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Database("no pin came back for the tool".into()))
+    }
     /// An operator accepts a tool's drifted definition: it becomes the pin (pinned at
     /// `now`) and the drift is cleared, with a [`ChangeKind::Tool`] change. Returns the new
     /// pin. An unknown tool, or a pin with no drift (nothing to accept), is

@@ -167,6 +167,16 @@ pub struct ToolPin {
     pub drift: Option<ToolDrift>,
 }
 
+/// One tool as a server's list offers it, for [`Store::observe_tools`](crate::Store::observe_tools).
+#[derive(Debug, Clone, Copy)]
+pub struct OfferedTool<'a> {
+    /// The upstream's own tool name.
+    pub tool: &'a str,
+    /// Hex SHA-256 of `definition`.
+    pub hash: &'a str,
+    pub definition: &'a serde_json::Value,
+}
+
 /// A definition an upstream offers for a pinned tool that differs from the pinned one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolDrift {

@@ -24,7 +24,8 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::{
     Agent, AgentCredential, AuditAppender, AuditEntry, AuditFilter, AuditKey, Change, ChangeKind,
-    Pruned, SigningKey, Store, StoreError, StoreResult, Task, TaskFilter, TaskState, ToolPin,
+    OfferedTool, Pruned, SigningKey, Store, StoreError, StoreResult, Task, TaskFilter, TaskState,
+    ToolPin,
 };
 use rows::{db, to_i64, to_json, write_error};
 
@@ -580,15 +581,13 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn observe_tool(
+    async fn observe_tools(
         &self,
         server: &str,
-        tool: &str,
-        hash: &str,
-        definition: &serde_json::Value,
+        tools: &[OfferedTool<'_>],
         now: i64,
-    ) -> StoreResult<ToolPin> {
-        pins::observe_tool(self, server, tool, hash, definition, now).await
+    ) -> StoreResult<Vec<ToolPin>> {
+        pins::observe_tools(self, server, tools, now).await
     }
 
     async fn accept_tool(

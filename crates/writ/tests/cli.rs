@@ -577,8 +577,10 @@ fn a_gateway_with_retention_prunes_old_records_and_leaves_anchors() {
     assert!(verified.contains("2 audit chains verified"), "{verified}");
 }
 
-/// `writ bench` as a user runs it, briefly: the gateway in a process of its own, both
-/// sides measured, and the JSON carrying what the report promises.
+/// `writ bench` as a user runs it, briefly: the gateway in a process of its own, every
+/// scenario in both eras under both loads, both sides measured, and the JSON carrying
+/// what the report promises — including the list filtered by policy to exactly the
+/// catalog's read-only tools.
 #[test]
 fn bench_runs_the_gateway_as_its_own_process_and_reports_json() {
     let output = writ()
@@ -588,10 +590,18 @@ fn bench_runs_the_gateway_as_its_own_process_and_reports_json() {
             "2",
             "--calls",
             "40",
+            "--rate",
+            "400",
+            "--tools",
+            "120",
+            "--list-calls",
+            "4",
+            "--list-rate",
+            "50",
             "--rounds",
             "1",
             "--tokens",
-            "0",
+            "4",
             "--json",
         ])
         .output()
@@ -601,34 +611,69 @@ fn bench_runs_the_gateway_as_its_own_process_and_reports_json() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(report["scenario"], "call");
-    assert_eq!(report["auth"], "bearer");
-    for side in ["direct", "writ"] {
-        assert_eq!(report[side]["calls"], 40, "{report}");
-        assert!(report[side]["p50"].as_f64().unwrap() > 0.0, "{report}");
+    let reports: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mut seen = Vec::new();
+    for report in &reports {
+        let scenario = report["scenario"].as_str().unwrap();
+        assert_eq!(report["auth"], "bearer", "{report}");
+        let gateway = &report["gateway"];
         assert!(
-            report[side]["throughput"].as_f64().unwrap() > 0.0,
+            gateway["start_to_ready_ms"].as_f64().unwrap() > 0.0,
             "{report}"
         );
+        assert!(gateway["peak_rss_mib"].as_f64().unwrap() > 1.0, "{report}");
+        assert_eq!(gateway["sessions"], 1000);
+        assert!(
+            gateway["rss_with_sessions_mib"].as_f64().unwrap() > 1.0,
+            "{report}"
+        );
+        if scenario == "token" {
+            assert_eq!(report["writ"]["calls"], 4, "{report}");
+            assert!(report["direct"].is_null(), "{report}");
+            seen.push("token".to_owned());
+            continue;
+        }
+        let expected_calls = if scenario == "list" { 4 } else { 40 };
+        for side in ["direct", "writ"] {
+            assert_eq!(report[side]["calls"], expected_calls, "{report}");
+            assert!(report[side]["p50"].as_f64().unwrap() > 0.0, "{report}");
+            assert!(
+                report[side]["throughput"].as_f64().unwrap() > 0.0,
+                "{report}"
+            );
+        }
+        for p in ["p50", "p90", "p99", "p999"] {
+            assert!(report["added_ms"][p].is_f64(), "{report}");
+        }
+        assert!(report["throughput_ratio"].as_f64().unwrap() > 0.0);
+        assert!(
+            gateway["cpu_us_per_call"].as_f64().unwrap() >= 0.0,
+            "{report}"
+        );
+        if scenario == "list" {
+            // `echo` and the 47 read-only tools of the catalog's 119: the 72 destructive
+            // ones are hidden by policy, on every page.
+            assert_eq!(report["tools"]["upstream"], 120, "{report}");
+            assert_eq!(report["tools"]["shown"], 48, "{report}");
+        }
+        seen.push(format!(
+            "{scenario} {} {}",
+            report["era"].as_str().unwrap(),
+            report["load"]["kind"].as_str().unwrap()
+        ));
     }
-    for p in ["p50", "p90", "p99", "p999"] {
-        assert!(report["added_ms"][p].is_f64(), "{report}");
+    let mut expected = Vec::new();
+    for scenario in ["call", "list"] {
+        for era in ["2025-11-25", "2026-07-28"] {
+            for load in ["open", "closed"] {
+                expected.push(format!("{scenario} {era} {load}"));
+            }
+        }
     }
-    assert!(report["throughput_ratio"].as_f64().unwrap() > 0.0);
-    let gateway = &report["gateway"];
-    assert!(
-        gateway["start_to_ready_ms"].as_f64().unwrap() > 0.0,
-        "{report}"
-    );
-    assert!(gateway["peak_rss_mib"].as_f64().unwrap() > 1.0, "{report}");
-    assert_eq!(gateway["sessions"], 1000);
-    assert!(
-        gateway["rss_with_sessions_mib"].as_f64().unwrap() > 1.0,
-        "{report}"
-    );
-    assert!(
-        gateway["cpu_us_per_call"].as_f64().unwrap() >= 0.0,
-        "{report}"
-    );
+    expected.push("token".to_owned());
+    assert_eq!(seen, expected);
 }

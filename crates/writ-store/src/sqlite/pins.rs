@@ -4,7 +4,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::rows::{self, db, to_json};
 use super::{SqliteStore, record_changes};
-use crate::{ChangeKind, StoreError, StoreResult, ToolPin};
+use crate::{ChangeKind, OfferedTool, StoreError, StoreResult, ToolPin};
 
 /// The change-feed subject and the name operators see: server names never contain `.`,
 /// so the first `.` splits it again.
@@ -52,16 +52,43 @@ pub(super) async fn tool_pin(
     select(&mut conn, server, tool).await
 }
 
-pub(super) async fn observe_tool(
+pub(super) async fn observe_tools(
     store: &SqliteStore,
     server: &str,
-    tool: &str,
-    hash: &str,
-    definition: &serde_json::Value,
+    tools: &[OfferedTool<'_>],
     now: i64,
-) -> StoreResult<ToolPin> {
+) -> StoreResult<Vec<ToolPin>> {
     let mut tx = store.begin().await?;
-    let (pin, drift_changed) = match select(&mut tx, server, tool).await? {
+    let mut pins = Vec::with_capacity(tools.len());
+    let mut changed = Vec::new();
+    for offered in tools {
+        let (pin, drift_changed) = observe(&mut tx, server, offered, now).await?;
+        if drift_changed {
+            changed.push(subject(server, offered.tool));
+        }
+        pins.push(pin);
+    }
+    if !changed.is_empty() {
+        record_changes(&mut tx, ChangeKind::Tool, &changed).await?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(pins)
+}
+
+/// One offered tool against its pin, inside the caller's transaction: the pin now, and
+/// whether its drift appeared, changed or was cleared.
+async fn observe(
+    tx: &mut SqliteConnection,
+    server: &str,
+    offered: &OfferedTool<'_>,
+    now: i64,
+) -> StoreResult<(ToolPin, bool)> {
+    let OfferedTool {
+        tool,
+        hash,
+        definition,
+    } = *offered;
+    Ok(match select(tx, server, tool).await? {
         None => {
             let pinned = sqlx::query(
                 "INSERT INTO tool_pins (server, tool, hash, definition, pinned_at) \
@@ -110,12 +137,7 @@ pub(super) async fn observe_tool(
             .map_err(db)?;
             (rows::tool_pin(&drifted)?, true)
         }
-    };
-    if drift_changed {
-        record_changes(&mut tx, ChangeKind::Tool, &[subject(server, tool)]).await?;
-    }
-    tx.commit().await.map_err(db)?;
-    Ok(pin)
+    })
 }
 
 pub(super) async fn accept_tool(

@@ -1,7 +1,7 @@
 //! Tool pins: trust on first use, drift held back and cleared, an operator accepting it.
 
 use serde_json::json;
-use writ_store::{ChangeKind, SqliteStore, Store, StoreError, ToolDrift, ToolPin};
+use writ_store::{ChangeKind, OfferedTool, SqliteStore, Store, StoreError, ToolDrift, ToolPin};
 
 use crate::{TempDir, all_changes, open};
 
@@ -272,4 +272,40 @@ async fn pins_survive_reopening_the_file() {
         Some(drifted.clone())
     );
     assert_eq!(store.tool_pins(None).await.unwrap(), [drifted]);
+}
+
+/// A whole list in one write: new tools pinned, a changed one held as drift, an
+/// unchanged one left alone, the pins back in the order offered, and a change only for
+/// the drift.
+#[tokio::test]
+async fn a_list_is_observed_in_one_write() {
+    let (_dir, store) = open().await;
+    observe(&store, "h1", "search issues", 100).await;
+    let (fresh, changed) = (definition("fresh"), definition("search and exfiltrate"));
+    let offered = [
+        OfferedTool {
+            tool: "fresh",
+            hash: "f1",
+            definition: &fresh,
+        },
+        OfferedTool {
+            tool: "search",
+            hash: "h2",
+            definition: &changed,
+        },
+    ];
+    let pins = store.observe_tools("github", &offered, 200).await.unwrap();
+    let names: Vec<&str> = pins.iter().map(|p| p.tool.as_str()).collect();
+    assert_eq!(names, ["fresh", "search"]);
+    assert_eq!((pins[0].hash.as_str(), pins[0].pinned_at), ("f1", 200));
+    assert_eq!(pins[1].hash, "h1", "the pin stays in force");
+    assert_eq!(pins[1].drift, drift("h2", "search and exfiltrate", 200));
+    assert_eq!(all_changes(&store).await, tool_changes(1));
+    assert!(
+        store
+            .observe_tools("github", &[], 300)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

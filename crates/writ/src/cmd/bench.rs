@@ -1,99 +1,678 @@
-//! `writ bench`: `tools/call` latency and throughput through Writ, side by side with a
-//! direct connection to the same upstream, in the same run.
+//! `writ bench`: what Writ costs, side by side with a direct connection to the same
+//! upstream, in the same run.
 //!
-//! The upstream is Writ's kit server with an `echo` tool on loopback. The gateway is
-//! `writ serve` in a process of its own, started from a `writ.toml` the bench writes as
-//! an operator would, so its start-to-ready time, CPU time and memory are its own
-//! (read from Linux's /proc). Phases alternate (direct, Writ, direct, Writ, …) so drift
-//! on a shared machine hits both sides alike.
-//! Agents authenticate as a user would run Writ: a registered agent begins a task and
-//! sends its writ (bearer, or DPoP-bound with a proof per call) on every call, and every
-//! call is decided by Cedar against 100 policies shaped like a deployment's (pinning and
-//! the task's intent checked too). The token scenario times the exchange itself.
-//! `--rate` runs an open loop at a fixed rate; closed loop (each client back to back) is
-//! the default. The list scenario and the other protocol era are still to come.
+//! The upstream is Writ's kit server on loopback with an `echo` tool and a catalog of
+//! other tools (500 in all by default), some read-only and some destructive. The gateway
+//! is `writ serve` in a process of its own, started from a `writ.toml` the bench writes
+//! as an operator would, so its start-to-ready time, CPU time and memory are its own
+//! (read from Linux's /proc). Agents authenticate as a user would run Writ: a registered
+//! agent begins a task and sends its writ (bearer, or DPoP-bound with a fresh proof per
+//! request) on every request, and Cedar decides every call and every listed tool against
+//! 100 policies shaped like a deployment's; the audit log records every decision before
+//! the call goes on, at its default durability.
+//!
+//! Scenarios: `call` (`tools/call` with a 1 KiB argument), `list` (`tools/list` of the
+//! whole catalog, which Writ filters by policy and task), `token` (the token exchange
+//! itself). Each of `call` and `list` runs in both protocol eras (2025-11-25 sessions,
+//! 2026-07-28 stateless) and under both loads: an open loop at a fixed rate for latency,
+//! and a closed loop (each client back to back) for the most each side carries. Phases
+//! alternate (direct, Writ, direct, Writ, …) so drift on a shared machine hits both
+//! sides alike.
+
+mod client;
+mod gateway;
+mod load;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Value, json};
 use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::token::agent_key::AgentKey;
-use writ_gateway::token::client::{self, TaskRequest};
+use writ_gateway::token::client::{self as token_client, TaskRequest};
 use writ_mcp::server::{Tool, ToolServer, text_result};
+
+use client::{Auth, Client, Era, Request};
+use gateway::Gateway;
+use load::{Samples, closed_loop, open_loop};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Concurrent clients, each with its own session and keep-alive connection.
+    /// Scenarios to run, comma-separated: `call`, `list`, `token`.
+    #[arg(long, value_delimiter = ',', default_value = "call,list,token")]
+    scenario: Vec<Scenario>,
+    /// Protocol eras for `call` and `list`, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2025-11-25,2026-07-28")]
+    era: Vec<Era>,
+    /// Loads for `call` and `list`, comma-separated: `open` (a fixed rate, for latency)
+    /// and `closed` (each client back to back, for the most a side carries).
+    #[arg(long, value_delimiter = ',', default_value = "open,closed")]
+    load: Vec<Load>,
+    /// How agents authenticate through Writ, comma-separated: `bearer` writs, `dpop`-bound
+    /// writs (a fresh proof signed per request, counted in Writ's latency), or `off` on
+    /// its own (a gateway without authentication, policy or audit of calls).
+    #[arg(long, value_delimiter = ',', default_value = "bearer")]
+    auth: Vec<AuthMode>,
+    /// Concurrent clients, each with its own keep-alive connection (and session, in the
+    /// 2025-11-25 era).
     #[arg(long, default_value_t = 16)]
     clients: usize,
-    /// Calls per phase, spread over the clients.
-    #[arg(long, default_value_t = 4000)]
+    /// `tools/call` requests per phase, spread over the clients.
+    #[arg(long, default_value_t = 3000)]
     calls: usize,
+    /// The open loop's rate for `call`, in calls per second across all clients.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
     /// Size of the `text` argument of each call, in bytes.
     #[arg(long, default_value_t = 1024)]
     payload: usize,
-    /// Direct/Writ phase pairs.
-    #[arg(long, default_value_t = 3)]
+    /// Tools the upstream offers (the `echo` tool and a catalog of others).
+    #[arg(long, default_value_t = 500)]
+    tools: usize,
+    /// `tools/list` requests per phase.
+    #[arg(long, default_value_t = 400)]
+    list_calls: usize,
+    /// The open loop's rate for `list`, in lists per second: a whole catalog per request
+    /// is far more work than one call on either side.
+    #[arg(long, default_value_t = 100)]
+    list_rate: u32,
+    /// Direct/Writ phase pairs per scenario, era and load.
+    #[arg(long, default_value_t = 2)]
     rounds: usize,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// How agents authenticate through Writ: `bearer` writs (the default), `dpop`-bound
-    /// writs (a fresh proof signed per call, counted in Writ's latency), or `off`.
-    #[arg(long, default_value = "bearer", value_parser = ["off", "bearer", "dpop"])]
-    auth: String,
-    /// Token exchanges to time after the call phases (0 to skip).
+    /// Token exchanges to time in the `token` scenario.
     #[arg(long, default_value_t = 400)]
     tokens: usize,
-    /// Open loop: send this many calls per second in all (spread evenly over the
-    /// clients) instead of each client calling back to back. A call held up by a slow
-    /// one before it counts from when it was due, so a stall also charges the calls
-    /// queued behind it.
+    /// Print one JSON object per scenario, era, authentication and load (one per line)
+    /// instead of tables.
     #[arg(long)]
-    rate: Option<u32>,
+    json: bool,
 }
 
-#[derive(Debug, Default)]
-struct Samples {
-    latencies: Vec<Duration>,
-    elapsed: Duration,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Call,
+    List,
+    Token,
 }
 
-impl Samples {
-    fn percentile(&self, p: f64) -> f64 {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_unstable();
-        if sorted.is_empty() {
-            return 0.0;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Load {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    Off,
+    Bearer,
+    Dpop,
+}
+
+impl AuthMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Bearer => "bearer",
+            Self::Dpop => "dpop",
         }
-        let rank = ((p / 100.0) * (sorted.len() as f64)).ceil() as usize;
-        sorted
-            .get(rank.saturating_sub(1).min(sorted.len() - 1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    }
-
-    fn throughput(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
-    }
-
-    fn summary(&self) -> Value {
-        json!({
-            "p50": self.percentile(50.0), "p90": self.percentile(90.0),
-            "p99": self.percentile(99.0), "p999": self.percentile(99.9),
-            "throughput": self.throughput(), "calls": self.latencies.len(),
-        })
     }
 }
 
-#[expect(clippy::print_stdout, reason = "the report is the command's output")]
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.clients == 0 || args.calls < args.clients {
-        bail!("`--calls` must be at least `--clients`, and both above zero");
+impl Args {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.clients == 0 || self.calls < self.clients || self.list_calls < self.clients {
+            bail!("`--calls` and `--list-calls` must be at least `--clients`, and all above zero");
+        }
+        if self.rate == 0 || self.list_rate == 0 {
+            bail!("`--rate` and `--list-rate` must be above zero");
+        }
+        if self.auth.contains(&AuthMode::Off) && self.auth.len() > 1 {
+            bail!(
+                "`--auth off` needs a gateway of its own (authentication off); run it on its own"
+            );
+        }
+        if self.tools == 0 {
+            bail!("`--tools` must be at least 1 (the `echo` tool)");
+        }
+        Ok(())
     }
-    let echo = Tool::new(
+}
+
+/// How many Cedar policies the gateway decides with, as a deployment might have.
+const BENCH_POLICIES: usize = 100;
+
+/// Sessions opened at the end to see what the gateway's memory does with many agents.
+const SESSIONS: usize = 1_000;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.check()?;
+    let (upstream_addr, _upstream) = ToolServer::new("writ-bench", bench_tools(args.tools))
+        .serve("127.0.0.1:0".parse()?)
+        .await?;
+    let data = std::env::temp_dir().join(format!("writ-bench-{}", std::process::id()));
+    let outcome = run_against(&args, upstream_addr, &data).await;
+    let _ = std::fs::remove_dir_all(&data);
+    outcome
+}
+
+async fn run_against(
+    args: &Args,
+    upstream: SocketAddr,
+    data: &std::path::Path,
+) -> anyhow::Result<()> {
+    let auth_on = !args.auth.contains(&AuthMode::Off);
+    let (config_file, config) = bench_config(upstream, data, auth_on)?;
+    let key = if auth_on {
+        Some(register_agent(&config).await?)
+    } else {
+        None
+    };
+    let gateway = Gateway::start(&config_file).await?;
+    let bench = Bench {
+        args,
+        direct_url: format!("http://{upstream}/mcp"),
+        gateway,
+    };
+    let outcome = bench.run_all(key.as_ref()).await;
+    bench.gateway.stop().await;
+    let (comparisons, tokens, process) = outcome?;
+    report(args, &comparisons, &tokens, &process);
+    Ok(())
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    direct_url: String,
+    gateway: Gateway,
+}
+
+/// What the gateway process showed over the whole run.
+struct Process {
+    start_to_ready: Duration,
+    peak_rss_kib: u64,
+    rss_with_sessions_kib: u64,
+}
+
+impl Bench<'_> {
+    async fn run_all(
+        &self,
+        key: Option<&Arc<AgentKey>>,
+    ) -> anyhow::Result<(Vec<Comparison>, Vec<TokenRun>, Process)> {
+        let args = self.args;
+        let mut comparisons = Vec::new();
+        let mut tokens = Vec::new();
+        let mut last_auth = None;
+        for &mode in &args.auth {
+            let auth = self.begin_task(mode, key).await?;
+            last_auth = auth.clone();
+            for scenario in [Scenario::Call, Scenario::List] {
+                if !args.scenario.contains(&scenario) {
+                    continue;
+                }
+                for &era in &args.era {
+                    for &load in &args.load {
+                        eprintln!(
+                            "writ bench: {} · {} · auth {} · {} loop…",
+                            scenario_name(scenario),
+                            era.as_str(),
+                            mode.as_str(),
+                            load_name(load)
+                        );
+                        comparisons.push(
+                            self.compare(scenario, era, load, mode, auth.clone())
+                                .await?,
+                        );
+                    }
+                }
+            }
+            if let (true, Some(key), true) = (
+                args.scenario.contains(&Scenario::Token),
+                key,
+                args.tokens > 0,
+            ) {
+                eprintln!("writ bench: token · auth {}…", mode.as_str());
+                let samples = token_phase(
+                    &self.gateway.base,
+                    key,
+                    args.clients,
+                    args.tokens,
+                    mode == AuthMode::Dpop,
+                )
+                .await?;
+                tokens.push(TokenRun {
+                    auth: mode,
+                    samples,
+                });
+            }
+        }
+        eprintln!("writ bench: opening {SESSIONS} sessions on the gateway…");
+        let peak_rss_kib = self.gateway.memory_kib("VmHWM")?;
+        let rss_with_sessions_kib = self.rss_with_sessions(last_auth).await?;
+        let process = Process {
+            start_to_ready: self.gateway.start_to_ready,
+            peak_rss_kib,
+            rss_with_sessions_kib,
+        };
+        Ok((comparisons, tokens, process))
+    }
+
+    /// The bench agent's credentials for `mode`: a task begun with its key, whose writ
+    /// is bearer or bound to the key.
+    async fn begin_task(
+        &self,
+        mode: AuthMode,
+        key: Option<&Arc<AgentKey>>,
+    ) -> anyhow::Result<Option<Arc<Auth>>> {
+        let (AuthMode::Bearer | AuthMode::Dpop, Some(key)) = (mode, key) else {
+            return Ok(None);
+        };
+        let request = TaskRequest {
+            purpose: "benchmark the echo tool and the catalog".into(),
+            tools: vec!["bench.*".into()],
+            ttl: Some(3600),
+            dpop: mode == AuthMode::Dpop,
+            ..TaskRequest::default()
+        };
+        let begun =
+            token_client::begin_task(&reqwest::Client::new(), &self.gateway.base, key, &request)
+                .await
+                .map_err(|e| anyhow::anyhow!("the bench task was refused: {e}"))?;
+        Ok(Some(Arc::new(Auth {
+            token: begun.access_token,
+            key: (mode == AuthMode::Dpop).then(|| key.clone()),
+        })))
+    }
+
+    /// One scenario in one era under one load: a warm-up on each side, then `rounds`
+    /// pairs of direct and Writ phases.
+    async fn compare(
+        &self,
+        scenario: Scenario,
+        era: Era,
+        load: Load,
+        auth: AuthMode,
+        credentials: Option<Arc<Auth>>,
+    ) -> anyhow::Result<Comparison> {
+        let args = self.args;
+        let writ_url = &self.gateway.mcp_url;
+        let (request, calls, rate) = match scenario {
+            Scenario::List => (
+                Request::new(era, "tools/list", json!({})),
+                args.list_calls,
+                args.list_rate,
+            ),
+            _ => (
+                Request::new(
+                    era,
+                    "tools/call",
+                    json!({"name": "echo", "arguments": {"text": "x".repeat(args.payload)}}),
+                ),
+                args.calls,
+                args.rate,
+            ),
+        };
+        let listed = match scenario {
+            Scenario::List => Some(Listed {
+                direct: count_tools(&self.direct_url, era, None, &request).await?,
+                writ: count_tools(writ_url, era, credentials.clone(), &request).await?,
+            }),
+            _ => None,
+        };
+        if let Some(listed) = &listed
+            && (listed.writ == 0 || listed.writ > listed.direct)
+        {
+            bail!(
+                "Writ listed {} of the upstream's {} tools; the bench's policies or catalog are wrong",
+                listed.writ,
+                listed.direct
+            );
+        }
+        // Warm-up, not counted: connections, allocators and caches settle.
+        let warm_up = args.clients * 10;
+        let closed = Load::Closed;
+        phase(
+            &self.direct_url,
+            era,
+            &request,
+            args.clients,
+            warm_up,
+            None,
+            closed,
+            rate,
+        )
+        .await?;
+        phase(
+            writ_url,
+            era,
+            &request,
+            args.clients,
+            warm_up,
+            credentials.clone(),
+            closed,
+            rate,
+        )
+        .await?;
+        let mut comparison = Comparison {
+            scenario,
+            era,
+            auth,
+            load,
+            rate,
+            listed,
+            direct: Samples::default(),
+            writ: Samples::default(),
+            writ_cpu: Duration::ZERO,
+        };
+        for _ in 0..args.rounds {
+            let direct = phase(
+                &self.direct_url,
+                era,
+                &request,
+                args.clients,
+                calls,
+                None,
+                load,
+                rate,
+            )
+            .await?;
+            comparison.direct.extend(direct);
+            let cpu_before = self.gateway.cpu()?;
+            let writ = phase(
+                writ_url,
+                era,
+                &request,
+                args.clients,
+                calls,
+                credentials.clone(),
+                load,
+                rate,
+            )
+            .await?;
+            comparison.writ_cpu += self.gateway.cpu()?.saturating_sub(cpu_before);
+            comparison.writ.extend(writ);
+        }
+        Ok(comparison)
+    }
+
+    /// Opens [`SESSIONS`] sessions on the gateway (over a few shared connections, as
+    /// agents behind one egress would) and reads its resident memory while they are open.
+    async fn rss_with_sessions(&self, auth: Option<Arc<Auth>>) -> anyhow::Result<u64> {
+        let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+        let mut sessions = Vec::with_capacity(SESSIONS);
+        for _ in 0..SESSIONS {
+            sessions.push(
+                Client::open_with(
+                    http.clone(),
+                    &self.gateway.mcp_url,
+                    Era::Sessions,
+                    auth.clone(),
+                )
+                .await?,
+            );
+        }
+        let rss = self.gateway.memory_kib("VmRSS")?;
+        drop(sessions);
+        Ok(rss)
+    }
+}
+
+/// How many tools one list through `url` shows.
+async fn count_tools(
+    url: &str,
+    era: Era,
+    auth: Option<Arc<Auth>>,
+    request: &Request,
+) -> anyhow::Result<usize> {
+    Client::open(url, era, auth)
+        .await?
+        .count_tools(request)
+        .await
+}
+
+/// `clients` clients sharing `calls` requests, back to back (closed loop) or at `rate`
+/// requests per second in all (open loop).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one phase's every knob, named at the call"
+)]
+async fn phase(
+    url: &str,
+    era: Era,
+    request: &Request,
+    clients: usize,
+    calls: usize,
+    auth: Option<Arc<Auth>>,
+    load: Load,
+    rate: u32,
+) -> anyhow::Result<Samples> {
+    let mut workers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        workers.push((
+            Arc::new(Client::open(url, era, auth.clone()).await?),
+            Arc::new(request.clone()),
+        ));
+    }
+    let send =
+        |(client, request): (Arc<Client>, Arc<Request>)| async move { client.send(&request).await };
+    match load {
+        Load::Closed => closed_loop(workers, calls / clients, send).await,
+        Load::Open => open_loop(workers, calls / clients, rate, send).await,
+    }
+}
+
+/// Tools shown by one list, directly and through Writ.
+struct Listed {
+    direct: usize,
+    writ: usize,
+}
+
+/// One scenario, era, authentication and load: both sides' samples.
+struct Comparison {
+    scenario: Scenario,
+    era: Era,
+    auth: AuthMode,
+    load: Load,
+    /// The open loop's rate (unused in a closed loop).
+    rate: u32,
+    listed: Option<Listed>,
+    direct: Samples,
+    writ: Samples,
+    /// The gateway's CPU time over the Writ phases.
+    writ_cpu: Duration,
+}
+
+impl Comparison {
+    fn added(&self, p: f64) -> f64 {
+        self.writ.percentile(p) - self.direct.percentile(p)
+    }
+
+    fn throughput_ratio(&self) -> f64 {
+        self.writ.throughput() / self.direct.throughput().max(f64::EPSILON)
+    }
+
+    fn cpu_us_per_request(&self) -> f64 {
+        self.writ_cpu.as_secs_f64() * 1e6 / self.writ.latencies.len().max(1) as f64
+    }
+
+    fn cpu_cores(&self) -> f64 {
+        self.writ_cpu.as_secs_f64() / self.writ.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn json(&self, args: &Args, process: &Value) -> Value {
+        let mut gateway = process.clone();
+        if let Some(gateway) = gateway.as_object_mut() {
+            gateway.insert("cpu_us_per_call".into(), json!(self.cpu_us_per_request()));
+            gateway.insert("cpu_cores".into(), json!(self.cpu_cores()));
+        }
+        let mut report = json!({
+            "scenario": scenario_name(self.scenario),
+            "era": self.era.as_str(),
+            "auth": self.auth.as_str(),
+            "policies": if self.auth == AuthMode::Off { 0 } else { BENCH_POLICIES },
+            "clients": args.clients,
+            "load": match self.load {
+                Load::Open => json!({ "kind": "open", "rate": self.rate }),
+                Load::Closed => json!({ "kind": "closed" }),
+            },
+            "direct": self.direct.summary(),
+            "writ": self.writ.summary(),
+            "added_ms": {
+                "p50": self.added(50.0), "p90": self.added(90.0),
+                "p99": self.added(99.0), "p999": self.added(99.9),
+            },
+            "latency_ratio_p50": self.writ.percentile(50.0) / self.direct.percentile(50.0).max(f64::EPSILON),
+            "throughput_ratio": self.throughput_ratio(),
+            "gateway": gateway,
+        });
+        if let Some(report) = report.as_object_mut() {
+            match &self.listed {
+                Some(listed) => {
+                    report.insert(
+                        "tools".into(),
+                        json!({ "upstream": listed.direct, "shown": listed.writ }),
+                    );
+                }
+                None => {
+                    report.insert("payload_bytes".into(), json!(args.payload));
+                }
+            }
+        }
+        report
+    }
+
+    #[expect(clippy::print_stdout, reason = "the report is the command's output")]
+    fn print(&self, args: &Args) {
+        let what = match (&self.listed, self.scenario) {
+            (Some(listed), _) => format!(
+                "tools/list of {} tools ({} shown through Writ)",
+                listed.direct, listed.writ
+            ),
+            _ => format!("tools/call, {} B argument", args.payload),
+        };
+        println!(
+            "\nscenario {}: {what}; {} era; {} clients; {}; auth {}{}",
+            scenario_name(self.scenario),
+            self.era.as_str(),
+            args.clients,
+            match self.load {
+                Load::Open => format!("open loop at {}/s", self.rate),
+                Load::Closed => "closed loop".to_owned(),
+            },
+            self.auth.as_str(),
+            if self.auth == AuthMode::Off {
+                String::new()
+            } else {
+                format!(", {BENCH_POLICIES} Cedar policies")
+            }
+        );
+        println!(
+            "{:<8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+            "", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "per s", "count"
+        );
+        for (name, s) in [("direct", &self.direct), ("writ", &self.writ)] {
+            println!(
+                "{name:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.0} {:>7}",
+                s.percentile(50.0),
+                s.percentile(90.0),
+                s.percentile(99.0),
+                s.percentile(99.9),
+                s.throughput(),
+                s.latencies.len()
+            );
+        }
+        println!(
+            "{:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "added",
+            self.added(50.0),
+            self.added(90.0),
+            self.added(99.0),
+            self.added(99.9)
+        );
+        println!(
+            "throughput through Writ / direct {:.2}; gateway CPU {:.0} µs per request ({:.2} cores)",
+            self.throughput_ratio(),
+            self.cpu_us_per_request(),
+            self.cpu_cores()
+        );
+    }
+}
+
+/// Token exchanges timed under one authentication mode.
+struct TokenRun {
+    auth: AuthMode,
+    samples: Samples,
+}
+
+/// Prints every comparison and token run, as tables or as JSON lines.
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+fn report(args: &Args, comparisons: &[Comparison], tokens: &[TokenRun], process: &Process) {
+    let process_json = json!({
+        "start_to_ready_ms": process.start_to_ready.as_secs_f64() * 1_000.0,
+        "peak_rss_mib": process.peak_rss_kib as f64 / 1024.0,
+        "sessions": SESSIONS,
+        "rss_with_sessions_mib": process.rss_with_sessions_kib as f64 / 1024.0,
+    });
+    if args.json {
+        for comparison in comparisons {
+            println!("{}", comparison.json(args, &process_json));
+        }
+        for run in tokens {
+            // The exchange has no direct counterpart: nothing but Writ issues writs.
+            println!(
+                "{}",
+                json!({
+                    "scenario": "token", "auth": run.auth.as_str(), "clients": args.clients,
+                    "direct": null, "writ": run.samples.summary(), "gateway": process_json,
+                })
+            );
+        }
+        return;
+    }
+    for comparison in comparisons {
+        comparison.print(args);
+    }
+    for run in tokens {
+        let t = &run.samples;
+        println!(
+            "\nscenario token: {} token exchanges ({} clients, auth {}): p50 {:.3} ms, p99 {:.3} ms, {:.0} exchanges/s",
+            t.latencies.len(),
+            args.clients,
+            run.auth.as_str(),
+            t.percentile(50.0),
+            t.percentile(99.0),
+            t.throughput()
+        );
+    }
+    println!(
+        "\ngateway process: start to ready {:.0} ms; peak RSS {:.1} MiB; RSS with {SESSIONS} sessions open {:.1} MiB",
+        process.start_to_ready.as_secs_f64() * 1_000.0,
+        process.peak_rss_kib as f64 / 1024.0,
+        process.rss_with_sessions_kib as f64 / 1024.0,
+    );
+}
+
+fn scenario_name(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Call => "call",
+        Scenario::List => "list",
+        Scenario::Token => "token",
+    }
+}
+
+fn load_name(load: Load) -> &'static str {
+    match load {
+        Load::Open => "open",
+        Load::Closed => "closed",
+    }
+}
+
+/// The upstream's tools: `echo`, and a catalog filling up to `count` with tools of
+/// realistic size, two in five read-only (shown to the bench agent) and the rest
+/// destructive (hidden by policy).
+fn bench_tools(count: usize) -> Vec<Tool> {
+    let mut tools = vec![Tool::new(
         "echo",
         "Echo the text.",
         json!({"type": "object", "properties": {"text": {"type": "string"}}}),
@@ -103,340 +682,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 args.get("text").and_then(Value::as_str).unwrap_or_default(),
             ))
         },
-    );
-    let (upstream_addr, _upstream) = ToolServer::new("writ-bench-echo", vec![echo])
-        .serve("127.0.0.1:0".parse()?)
-        .await?;
-    let direct_url = format!("http://{upstream_addr}/mcp");
-    let data = std::env::temp_dir().join(format!("writ-bench-{}", std::process::id()));
-    let (config_file, config) = bench_config(upstream_addr, &data, args.auth != "off")?;
-    let key = if args.auth == "off" {
-        None
-    } else {
-        Some(register_agent(&config).await?)
-    };
-    let gateway = Gateway::start(&config_file).await?;
-    let writ_url = gateway.mcp_url.clone();
-    let base = gateway.base.clone();
-    let http = reqwest::Client::new();
-    let auth = match &key {
-        None => None,
-        Some(key) => {
-            let request = TaskRequest {
-                purpose: "benchmark the echo tool".into(),
-                tools: vec!["bench.*".into()],
-                ttl: Some(3600),
-                dpop: args.auth == "dpop",
-                ..TaskRequest::default()
-            };
-            let begun = client::begin_task(&http, &base, key, &request)
-                .await
-                .map_err(|e| anyhow::anyhow!("the bench task was refused: {e}"))?;
-            Some(Arc::new(Auth {
-                token: begun.access_token,
-                key: (args.auth == "dpop").then(|| key.clone()),
-            }))
-        }
-    };
-
-    let text = "x".repeat(args.payload);
-    let mut direct = Samples::default();
-    let mut writ = Samples::default();
-    let mut writ_cpu = Duration::ZERO;
-    // One warm-up phase each, not counted: connections, allocators and caches settle.
-    phase(
-        &direct_url,
-        "echo",
-        &text,
-        args.clients,
-        args.clients * 10,
-        None,
-        args.rate,
-    )
-    .await?;
-    phase(
-        &writ_url,
-        "echo",
-        &text,
-        args.clients,
-        args.clients * 10,
-        auth.clone(),
-        args.rate,
-    )
-    .await?;
-    for _ in 0..args.rounds {
-        let d = phase(
-            &direct_url,
-            "echo",
-            &text,
-            args.clients,
-            args.calls,
-            None,
-            args.rate,
-        )
-        .await?;
-        direct.latencies.extend(d.latencies);
-        direct.elapsed += d.elapsed;
-        let cpu_before = gateway.cpu()?;
-        let w = phase(
-            &writ_url,
-            "echo",
-            &text,
-            args.clients,
-            args.calls,
-            auth.clone(),
-            args.rate,
-        )
-        .await?;
-        writ_cpu += gateway.cpu()?.saturating_sub(cpu_before);
-        writ.latencies.extend(w.latencies);
-        writ.elapsed += w.elapsed;
+    )];
+    for i in 1..count {
+        let read_only = i % 5 < 2;
+        tools.push(Tool::new(
+            &format!("tool{i:03}"),
+            &format!(
+                "Catalog tool {i}: {} records of the bench's imaginary inventory by id, with paging.",
+                if read_only { "looks up" } else { "deletes" }
+            ),
+            json!({"type": "object", "properties": {
+                "id": {"type": "string", "description": "The record's id."},
+                "page": {"type": "integer", "minimum": 1},
+            }, "required": ["id"]}),
+            if read_only {
+                json!({"readOnlyHint": true})
+            } else {
+                json!({"readOnlyHint": false, "destructiveHint": true})
+            },
+            |_| Ok(text_result("done")),
+        ));
     }
-    let tokens = match &key {
-        Some(key) if args.tokens > 0 => {
-            Some(token_phase(&base, key, args.clients, args.tokens, args.auth == "dpop").await?)
-        }
-        _ => None,
-    };
-    let peak_rss = gateway.memory_kib("VmHWM")?;
-    let rss_with_sessions = rss_with_sessions(&gateway, auth.clone(), SESSIONS).await?;
-    let start_to_ready = gateway.start_to_ready;
-    gateway.stop().await;
-    let _ = std::fs::remove_dir_all(&data);
-    let calls = writ.latencies.len().max(1) as f64;
-    let gateway_report = json!({
-        "start_to_ready_ms": start_to_ready.as_secs_f64() * 1_000.0,
-        "cpu_us_per_call": writ_cpu.as_secs_f64() * 1e6 / calls,
-        "cpu_cores": writ_cpu.as_secs_f64() / writ.elapsed.as_secs_f64().max(f64::EPSILON),
-        "peak_rss_mib": peak_rss as f64 / 1024.0,
-        "sessions": SESSIONS,
-        "rss_with_sessions_mib": rss_with_sessions as f64 / 1024.0,
-    });
-
-    let added = |p: f64| writ.percentile(p) - direct.percentile(p);
-    let report = json!({
-        "scenario": "call",
-        "auth": args.auth,
-        "policies": if args.auth == "off" { 0 } else { BENCH_POLICIES },
-        "clients": args.clients,
-        "load": args.rate.map_or_else(|| json!("closed"), |rate| json!({ "open_rate": rate })),
-        "payload_bytes": args.payload,
-        "direct": direct.summary(),
-        "writ": writ.summary(),
-        "added_ms": { "p50": added(50.0), "p90": added(90.0), "p99": added(99.0), "p999": added(99.9) },
-        "latency_ratio_p50": writ.percentile(50.0) / direct.percentile(50.0).max(f64::EPSILON),
-        "throughput_ratio": writ.throughput() / direct.throughput().max(f64::EPSILON),
-        "gateway": gateway_report,
-    });
-    let token_report = tokens.as_ref().map(|t| {
-        json!({ "scenario": "token", "auth": args.auth, "clients": args.clients, "exchanges": t.summary() })
-    });
-    if args.json {
-        println!("{report}");
-        if let Some(token_report) = token_report {
-            println!("{token_report}");
-        }
-        return Ok(());
-    }
-    println!(
-        "scenario call: tools/call, {} B argument, {} clients, {}, {} calls per side, auth {}{}",
-        args.payload,
-        args.clients,
-        args.rate.map_or_else(
-            || "closed loop".to_owned(),
-            |rate| format!("open loop at {rate} calls/s")
-        ),
-        direct.latencies.len(),
-        args.auth,
-        if args.auth == "off" {
-            String::new()
-        } else {
-            format!(", {BENCH_POLICIES} Cedar policies")
-        }
-    );
-    println!(
-        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>12}",
-        "", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "calls/s"
-    );
-    for (name, s) in [("direct", &direct), ("writ", &writ)] {
-        println!(
-            "{name:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.0}",
-            s.percentile(50.0),
-            s.percentile(90.0),
-            s.percentile(99.0),
-            s.percentile(99.9),
-            s.throughput()
-        );
-    }
-    println!(
-        "{:<8} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-        "added",
-        added(50.0),
-        added(90.0),
-        added(99.0),
-        added(99.9)
-    );
-    println!(
-        "throughput through Writ / direct: {:.2}",
-        writ.throughput() / direct.throughput().max(f64::EPSILON)
-    );
-    println!(
-        "gateway process: start to ready {:.0} ms; {:.0} µs of CPU per call through Writ ({:.2} cores); peak RSS {:.1} MiB; RSS with {SESSIONS} sessions open {:.1} MiB",
-        start_to_ready.as_secs_f64() * 1_000.0,
-        writ_cpu.as_secs_f64() * 1e6 / calls,
-        writ_cpu.as_secs_f64() / writ.elapsed.as_secs_f64().max(f64::EPSILON),
-        peak_rss as f64 / 1024.0,
-        rss_with_sessions as f64 / 1024.0,
-    );
-    if let Some(t) = tokens {
-        println!(
-            "scenario token: {} token exchanges ({} clients): p50 {:.3} ms, p99 {:.3} ms, {:.0} exchanges/s",
-            t.latencies.len(),
-            args.clients,
-            t.percentile(50.0),
-            t.percentile(99.0),
-            t.throughput()
-        );
-    }
-    Ok(())
-}
-
-/// Sessions opened at the end to see what the gateway's memory does with many agents.
-const SESSIONS: usize = 1_000;
-
-/// Opens `count` sessions on the gateway (over a few shared connections, as agents
-/// behind one egress would) and reads its resident memory while they are all open.
-async fn rss_with_sessions(
-    gateway: &Gateway,
-    auth: Option<Arc<Auth>>,
-    count: usize,
-) -> anyhow::Result<u64> {
-    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let mut sessions = Vec::with_capacity(count);
-    for _ in 0..count {
-        sessions.push(Session::open_with(http.clone(), &gateway.mcp_url, auth.clone()).await?);
-    }
-    let rss = gateway.memory_kib("VmRSS")?;
-    drop(sessions);
-    Ok(rss)
-}
-
-/// The gateway under test: `writ serve` in a process of its own, as an operator runs it,
-/// so that its CPU time and memory are its own and not the load generator's.
-struct Gateway {
-    child: std::process::Child,
-    mcp_url: String,
-    base: String,
-    /// From starting the process to `/readyz` answering 200.
-    start_to_ready: Duration,
-}
-
-impl Gateway {
-    async fn start(config: &std::path::Path) -> anyhow::Result<Self> {
-        let started = Instant::now();
-        let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env(
-                "WRIT_LOG",
-                std::env::var("WRIT_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("could not start `writ serve`")?;
-        let stdout = child.stdout.take().context("`writ serve` has no stdout")?;
-        let (first, listening) = tokio::sync::oneshot::channel();
-        // Reads the address line, then drains the rest so the gateway never blocks on a
-        // full pipe.
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let _ = first.send(lines.next());
-            for _ in lines {}
-        });
-        let line = match listening.await {
-            Ok(Some(Ok(line))) => line,
-            _ => bail!("`writ serve` stopped before it said where it listens"),
-        };
-        let mcp_url = line
-            .trim()
-            .strip_prefix("writ listening on ")
-            .with_context(|| format!("`writ serve` said `{line}`"))?
-            .to_owned();
-        let base = mcp_url.trim_end_matches("/mcp").to_owned();
-        let http = reqwest::Client::new();
-        let deadline = started + Duration::from_secs(10);
-        loop {
-            let ready = http.get(format!("{base}/readyz")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("the gateway did not become ready within 10 s");
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok(Self {
-            child,
-            mcp_url,
-            base,
-            start_to_ready: started.elapsed(),
-        })
-    }
-
-    /// The CPU time (user and system, every thread) the gateway has used so far.
-    fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .context("reading the gateway's CPU time (Linux /proc)")?;
-        // After the command name in parentheses: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |index: usize| -> anyhow::Result<u64> {
-            Ok(fields
-                .get(index)
-                .context("an unexpected /proc/PID/stat")?
-                .parse()?)
-        };
-        // Clock ticks of 10 ms: Linux reports these at USER_HZ = 100 on every platform.
-        Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
-    }
-
-    /// A memory figure of the gateway's (`VmRSS`, `VmHWM` for the peak), in KiB.
-    fn memory_kib(&self, key: &str) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .context("reading the gateway's memory (Linux /proc)")?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no `{key}` in /proc/PID/status"))
-    }
-
-    /// Stops it as an operator would (SIGTERM), and kills it if it does not stop.
-    async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What the bench agent sends with each call through Writ.
-struct Auth {
-    token: String,
-    /// Present for DPoP: a fresh proof is signed for every call.
-    key: Option<Arc<AgentKey>>,
+    tools
 }
 
 /// Registers the bench agent in the bench's own store and returns its key.
@@ -477,58 +744,13 @@ async fn token_phase(
         workers,
         (total / clients).max(1),
         |(http, base, key, request)| async move {
-            client::begin_task(&http, &base, &key, &request)
+            token_client::begin_task(&http, &base, &key, &request)
                 .await
                 .map(|_| ())
                 .map_err(|e| anyhow::anyhow!("a token exchange failed: {e}"))
         },
     )
     .await
-}
-
-/// Each worker makes `per_worker` requests back to back, all workers at once; every
-/// request's latency is a sample.
-async fn closed_loop<W, F, Fut>(
-    workers: Vec<W>,
-    per_worker: usize,
-    request: F,
-) -> anyhow::Result<Samples>
-where
-    W: Clone + Send + 'static,
-    F: Fn(W) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(workers.len());
-    for worker in workers {
-        let request = request.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let sent = Instant::now();
-                request(worker.clone()).await?;
-                latencies.push(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    gather(tasks, started).await
-}
-
-/// Every worker's latencies, once all have finished, as one set of samples over the time
-/// since `started`.
-async fn gather(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
-    started: Instant,
-) -> anyhow::Result<Samples> {
-    let mut samples = Samples::default();
-    for task in tasks {
-        samples
-            .latencies
-            .extend(task.await.context("a bench client stopped")??);
-    }
-    samples.elapsed = started.elapsed();
-    Ok(samples)
 }
 
 /// Writes the gateway's `writ.toml` (and its policies) into `data`, as an operator
@@ -545,7 +767,7 @@ fn bench_config(
         "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"{}\"\ntool_names = \"bare\"\n\
          [store]\npath = \"{}\"\n[policy]\ndir = \"{}\"\n\
          [[servers]]\nname = \"bench\"\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n\
-         call_timeout = \"30s\"\n[[servers.tools]]\nname = \"echo\"\naccess = \"read\"\nrisk = \"low\"\n",
+         call_timeout = \"30s\"\ntrusted = true\n[[servers.tools]]\nname = \"echo\"\naccess = \"read\"\nrisk = \"low\"\n",
         if auth { "on" } else { "off" },
         data.join("writ.db").display(),
         policies.display()
@@ -555,18 +777,15 @@ fn bench_config(
     Ok((file, Config::parse(&text)?))
 }
 
-/// How many Cedar policies the gateway decides with, as a deployment might have.
-const BENCH_POLICIES: usize = 100;
-
 /// `count` policies shaped like a real deployment's: the few that decide the bench's
-/// calls (read-only default, the bench agent's server, an approval rule, an
-/// export-hours rule) and many per-team, per-tool and per-server rules for other
+/// requests (read-only default, which shows the catalog's read-only tools; the bench
+/// agent's own `echo`; an approval rule; an export-hours rule) and many per-team, per-tool and per-server rules for other
 /// servers, which slicing by resource keeps out of the bench's decisions.
 fn bench_policies(count: usize) -> String {
     let mut text = String::from(
         "permit(principal, action == Writ::Action::\"begin_task\", resource);\n\
          permit(principal, action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource) when { resource.access == \"read\" };\n\
-         permit(principal == Writ::Agent::\"bench\", action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource in Writ::Server::\"bench\");\n\
+         permit(principal == Writ::Agent::\"bench\", action in [Writ::Action::\"discover\", Writ::Action::\"call\"], resource == Writ::Tool::\"bench.echo\");\n\
          @approval(\"ops-leads\") forbid(principal, action == Writ::Action::\"call\", resource) when { resource.access == \"execute\" } unless { context.approved };\n\
          forbid(principal, action == Writ::Action::\"call\", resource) when { resource.data_classes.contains(\"export\") && context.environment == \"prod\" && (context.time.weekday > 5 || context.time.hour < 8 || context.time.hour >= 18) };\n",
     );
@@ -587,168 +806,4 @@ fn bench_policies(count: usize) -> String {
         });
     }
     text
-}
-
-/// `clients` sessions sharing `calls` calls, back to back (closed loop) or at `rate`
-/// calls per second in all (open loop).
-async fn phase(
-    url: &str,
-    tool: &str,
-    text: &str,
-    clients: usize,
-    calls: usize,
-    auth: Option<Arc<Auth>>,
-    rate: Option<u32>,
-) -> anyhow::Result<Samples> {
-    let mut sessions = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        sessions.push(Session::open(url, auth.clone()).await?);
-    }
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {"text": text}}}).to_string();
-    let body: Arc<str> = body.into();
-    let workers = sessions
-        .into_iter()
-        .map(|s| (Arc::new(s), body.clone()))
-        .collect();
-    let call = |(session, body): (Arc<Session>, Arc<str>)| async move {
-        session.call(body.to_string()).await
-    };
-    match rate {
-        None => closed_loop(workers, calls / clients, call).await,
-        Some(rate) => open_loop(workers, calls / clients, rate, call).await,
-    }
-}
-
-/// Each of the workers makes `per_worker` requests on a fixed schedule, so that all of
-/// them together make `rate` per second, staggered evenly. A request is never sent
-/// before the one before it on that worker answered (one keep-alive connection each).
-/// A request held up by the one before it counts from when it was due, so stalls are
-/// not hidden (no coordinated omission); one that was not counts from when it was sent,
-/// so the timer's 1 ms tick (a wake-up up to 1 ms after the due time) is not counted
-/// as latency on either side.
-async fn open_loop<W, F, Fut>(
-    workers: Vec<W>,
-    per_worker: usize,
-    rate: u32,
-    request: F,
-) -> anyhow::Result<Samples>
-where
-    W: Clone + Send + 'static,
-    F: Fn(W) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    if rate == 0 {
-        bail!("`--rate` must be above zero");
-    }
-    let count = workers.len() as u32;
-    let interval = Duration::from_secs_f64(f64::from(count) / f64::from(rate));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(workers.len());
-    for (index, worker) in workers.into_iter().enumerate() {
-        let request = request.clone();
-        let offset = interval.mul_f64(index as f64 / f64::from(count));
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
-            let mut free_since = started;
-            for n in 0..per_worker {
-                let due = started + offset + interval.mul_f64(n as f64);
-                tokio::time::sleep_until(due.into()).await;
-                let from = if free_since > due {
-                    due
-                } else {
-                    Instant::now()
-                };
-                request(worker.clone()).await?;
-                free_since = Instant::now();
-                latencies.push(free_since - from);
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    gather(tasks, started).await
-}
-
-struct Session {
-    http: reqwest::Client,
-    url: String,
-    id: String,
-    auth: Option<Arc<Auth>>,
-}
-
-impl Session {
-    fn authorize(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<reqwest::RequestBuilder> {
-        Ok(match &self.auth {
-            None => request,
-            Some(auth) => match &auth.key {
-                None => request.header("authorization", format!("Bearer {}", auth.token)),
-                Some(key) => request
-                    .header("authorization", format!("DPoP {}", auth.token))
-                    .header(
-                        "dpop",
-                        key.dpop_proof("POST", &self.url, Some(&auth.token), None)?,
-                    ),
-            },
-        })
-    }
-
-    async fn open(url: &str, auth: Option<Arc<Auth>>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(1)
-            .build()?;
-        Self::open_with(http, url, auth).await
-    }
-
-    /// A session over `http`'s connections (shared with other sessions).
-    async fn open_with(
-        http: reqwest::Client,
-        url: &str,
-        auth: Option<Arc<Auth>>,
-    ) -> anyhow::Result<Self> {
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "writ-bench", "version": "1"}}});
-        let mut session = Self {
-            http,
-            url: url.to_owned(),
-            id: String::new(),
-            auth,
-        };
-        let response = session
-            .authorize(session.http.post(url))?
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(init.to_string())
-            .send()
-            .await?;
-        session.id = response
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .with_context(|| format!("no session id (HTTP {})", response.status()))?
-            .to_owned();
-        let _ = response.bytes().await?;
-        Ok(session)
-    }
-
-    async fn call(&self, body: String) -> anyhow::Result<()> {
-        let response = self
-            .authorize(self.http.post(&self.url))?
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", "2025-11-25")
-            .body(body)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("call failed with HTTP {}", response.status());
-        }
-        let bytes = response.bytes().await?;
-        if bytes.windows(8).any(|w| w == b"\"error\":") {
-            bail!("call failed: {}", String::from_utf8_lossy(&bytes));
-        }
-        Ok(())
-    }
 }
