@@ -13,13 +13,13 @@
 
 pub mod agent_key;
 pub mod client;
-mod dpop;
+pub mod dpop;
 pub mod endpoints;
 mod exchange;
 mod identity;
 mod jwks;
 pub mod keys;
-mod writs;
+pub mod writs;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
