@@ -4,6 +4,13 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small
+/// strings and JSON values across threads, and with glibc's allocator that was 8–20% of
+/// the gateway's CPU in profiles, and its per-thread arenas held on to memory a burst
+/// of large tool lists had used (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Writ: an identity-aware gateway for the Model Context Protocol.
 #[derive(Debug, Parser)]
 #[command(name = "writ", version, about)]
@@ -18,7 +25,7 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Run the gateway in front of built-in demo servers and show it working.
     Demo(cmd::demo::Args),
-    /// Measure tools/call through Writ against a direct connection, in one run.
+    /// Measure calls, lists and token exchanges through Writ against a direct connection.
     Bench(cmd::bench::Args),
     /// Register agents and manage their identities.
     Agent(cmd::agent::Args),
