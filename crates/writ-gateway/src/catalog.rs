@@ -15,14 +15,43 @@ use writ_core::naming::{self, ServerName};
 use writ_mcp::jsonrpc;
 use writ_mcp::upstream::{ListKind, Upstream, UpstreamError};
 
+/// One item of a list as agents see it: encoded once when the list is installed.
+#[derive(Debug)]
+pub struct Entry {
+    /// The exposed name (tools and prompts), so that screening a list never decodes an
+    /// item to find out what it is.
+    pub name: Option<String>,
+    pub raw: Box<RawValue>,
+}
+
+/// One page of a merged list: the servers' lists it spans, shared with the catalog (a
+/// page copies nothing), and the cursor of the next page.
+#[derive(Debug)]
+pub struct Page {
+    lists: Vec<Arc<Vec<Entry>>>,
+    start: usize,
+    len: usize,
+    pub next: Option<String>,
+}
+
+impl Page {
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .skip(self.start)
+            .take(self.len)
+    }
+}
+
 /// One server's lists, with names already as agents see them.
 #[derive(Debug, Default, Clone)]
 struct ServerLists {
-    tools: Arc<Vec<Box<RawValue>>>,
+    tools: Arc<Vec<Entry>>,
     tool_names: Arc<HashSet<String>>,
-    prompts: Arc<Vec<Box<RawValue>>>,
-    resources: Arc<Vec<Box<RawValue>>>,
-    templates: Arc<Vec<Box<RawValue>>>,
+    prompts: Arc<Vec<Entry>>,
+    resources: Arc<Vec<Entry>>,
+    templates: Arc<Vec<Entry>>,
     resource_uris: Arc<Vec<String>>,
     template_prefixes: Arc<Vec<String>>,
 }
@@ -204,26 +233,34 @@ impl Catalog {
         list: ListName,
         cursor: Option<&str>,
         page_size: usize,
-    ) -> Result<(Vec<Box<RawValue>>, Option<String>), String> {
+    ) -> Result<Page, String> {
         let start = match cursor {
             None => 0,
             Some(cursor) => decode_cursor(cursor)
                 .ok_or_else(|| format!("cursor `{cursor}` is not one Writ issued"))?,
         };
-        let lists = self
+        let lists: Vec<Arc<Vec<Entry>>> = self
             .lists
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let all = lists.iter().flat_map(|l| match list {
-            ListName::Tools => l.tools.iter(),
-            ListName::Prompts => l.prompts.iter(),
-            ListName::Resources => l.resources.iter(),
-            ListName::ResourceTemplates => l.templates.iter(),
-        });
-        let mut page: Vec<Box<RawValue>> = all.skip(start).take(page_size + 1).cloned().collect();
-        let next = (page.len() > page_size).then(|| encode_cursor(start + page_size));
-        page.truncate(page_size);
-        Ok((page, next))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|l| match list {
+                ListName::Tools => l.tools.clone(),
+                ListName::Prompts => l.prompts.clone(),
+                ListName::Resources => l.resources.clone(),
+                ListName::ResourceTemplates => l.templates.clone(),
+            })
+            .collect();
+        let total: usize = lists.iter().map(|l| l.len()).sum();
+        let len = total.saturating_sub(start).min(page_size);
+        let next =
+            (start.saturating_add(page_size) < total).then(|| encode_cursor(start + page_size));
+        Ok(Page {
+            lists,
+            start,
+            len,
+            next,
+        })
     }
 
     /// Fetches an upstream's lists of one kind, with names already as agents see them.
@@ -297,7 +334,17 @@ impl Catalog {
             return;
         };
         for part in fetched.parts {
-            let exposed: Vec<Box<RawValue>> = part.items.iter().map(jsonrpc::to_raw).collect();
+            // Tools and prompts have an exposed name for every item, in step with them.
+            let named = matches!(part.list, ListName::Tools | ListName::Prompts);
+            let exposed: Vec<Entry> = part
+                .items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| Entry {
+                    name: named.then(|| part.keys.get(i).cloned()).flatten(),
+                    raw: jsonrpc::to_raw(item),
+                })
+                .collect();
             match part.list {
                 ListName::Tools => {
                     slot.tools = Arc::new(exposed);
@@ -393,10 +440,11 @@ mod tests {
     fn set_tools(catalog: &Catalog, index: usize, names: &[&str]) {
         let tools = names
             .iter()
-            .map(|n| {
-                jsonrpc::to_raw(
+            .map(|n| Entry {
+                name: Some(n.to_string()),
+                raw: jsonrpc::to_raw(
                     &serde_json::json!({ "name": n, "inputSchema": {"type": "object"} }),
-                )
+                ),
             })
             .collect();
         let mut lists = catalog.lists.write().unwrap();
@@ -418,13 +466,19 @@ mod tests {
         let c = catalog(ToolNames::Namespaced, &["a", "b"]);
         set_tools(&c, 0, &["a.1", "a.2", "a.3"]);
         set_tools(&c, 1, &["b.1", "b.2"]);
-        let (first, next) = c.page(ListName::Tools, None, 2).unwrap();
-        assert_eq!(first.len(), 2);
-        let (second, next) = c.page(ListName::Tools, next.as_deref(), 2).unwrap();
-        assert!(second[0].get().contains("a.3") && second[1].get().contains("b.1"));
-        let (last, next) = c.page(ListName::Tools, next.as_deref(), 2).unwrap();
-        assert_eq!(last.len(), 1);
-        assert_eq!(next, None);
+        let names = |page: &Page| -> Vec<String> {
+            page.entries().map(|e| e.name.clone().unwrap()).collect()
+        };
+        let first = c.page(ListName::Tools, None, 2).unwrap();
+        assert_eq!(names(&first), ["a.1", "a.2"]);
+        let second = c.page(ListName::Tools, first.next.as_deref(), 2).unwrap();
+        assert_eq!(names(&second), ["a.3", "b.1"]);
+        assert!(second.entries().next().unwrap().raw.get().contains("a.3"));
+        let last = c.page(ListName::Tools, second.next.as_deref(), 2).unwrap();
+        assert_eq!(names(&last), ["b.2"]);
+        assert_eq!(last.next, None);
+        let beyond = c.page(ListName::Tools, Some(&encode_cursor(9)), 2).unwrap();
+        assert_eq!((beyond.entries().count(), beyond.next), (0, None));
         assert!(c.page(ListName::Tools, Some("forged"), 2).is_err());
         assert!(c.has_tool("b.2"));
         assert!(!c.has_tool("b.9"));

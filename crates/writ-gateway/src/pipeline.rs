@@ -130,13 +130,13 @@ fn list(
             ));
         }
     };
-    let (items, next) = gateway
+    let page = gateway
         .catalog
         .page(list, cursor, gateway.config.page_size)
         .map_err(GatewayError::invalid_params)?;
     // Built as text around the stored raw items: listing never re-encodes a tool definition.
     let mut out =
-        String::with_capacity(64 + items.iter().map(|i| i.get().len() + 1).sum::<usize>());
+        String::with_capacity(64 + page.entries().map(|e| e.raw.get().len() + 1).sum::<usize>());
     out.push_str("{\"");
     out.push_str(list.result_key());
     out.push_str("\":[");
@@ -144,18 +144,18 @@ fn list(
     // leads on, so the agent sees every tool it may.
     let mut first = true;
     let mut screen = (list == ListName::Tools).then(|| Screen::new(gateway, caller));
-    for item in items
-        .iter()
-        .filter(|item| screen.as_mut().is_none_or(|s| s.shows(item)))
+    for entry in page
+        .entries()
+        .filter(|entry| screen.as_mut().is_none_or(|s| s.shows(entry)))
     {
         if !first {
             out.push(',');
         }
         first = false;
-        out.push_str(item.get());
+        out.push_str(entry.raw.get());
     }
     out.push(']');
-    if let Some(next) = next {
+    if let Some(next) = &page.next {
         out.push_str(",\"nextCursor\":");
         out.push_str(&jsonrpc::to_raw(&next).to_string());
     }
@@ -205,29 +205,25 @@ impl<'g> Screen<'g> {
         }
     }
 
-    fn shows(&mut self, item: &RawValue) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Named<'a> {
-            #[serde(borrow)]
-            name: std::borrow::Cow<'a, str>,
-        }
+    fn shows(&mut self, entry: &crate::catalog::Entry) -> bool {
         let Some(caller) = self.caller else {
             return true;
         };
-        let Ok(named) = serde_json::from_str::<Named<'_>>(item.get()) else {
+        // Every tool entry is named when it is installed; one that is not is not shown.
+        let Some(name) = &entry.name else {
             return false;
         };
-        let why_hidden = match self.gateway.tools.get(&named.name) {
+        let why_hidden = match self.gateway.tools.get(name) {
             None => Some("Writ has not checked this tool yet".to_owned()),
             Some(tool) => self.why_hidden(caller, &tool),
         };
         match why_hidden {
             None => {
-                self.shown.push(named.name.into_owned());
+                self.shown.push(name.clone());
                 true
             }
             Some(why) => {
-                self.hidden.push((named.name.into_owned(), why));
+                self.hidden.push((name.clone(), why));
                 false
             }
         }
