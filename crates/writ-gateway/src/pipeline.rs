@@ -61,11 +61,11 @@ pub async fn handle(
         "server/discover" if version.is_stateless() => {
             Ok(jsonrpc::to_raw(&gateway.discover_result()))
         }
-        "tools/list" => list(gateway, request, ListName::Tools, version, caller),
-        "prompts/list" => list(gateway, request, ListName::Prompts, version, None),
-        "resources/list" => list(gateway, request, ListName::Resources, version, None),
+        "tools/list" => list(gateway, request, ListName::Tools, version, caller).await,
+        "prompts/list" => list(gateway, request, ListName::Prompts, version, None).await,
+        "resources/list" => list(gateway, request, ListName::Resources, version, None).await,
         "resources/templates/list" => {
-            list(gateway, request, ListName::ResourceTemplates, version, None)
+            list(gateway, request, ListName::ResourceTemplates, version, None).await
         }
         "tools/call" => call_tool(gateway, request, progress, caller).await,
         "prompts/get" => get_prompt(gateway, request).await,
@@ -113,7 +113,7 @@ fn string_param<'p>(params: &'p Map<String, Value>, key: &str) -> Result<&'p str
     }
 }
 
-fn list(
+async fn list(
     gateway: &Gateway,
     request: &Request,
     list: ListName,
@@ -165,7 +165,7 @@ fn list(
     }
     out.push('}');
     if let Some(screen) = screen {
-        screen.log();
+        screen.log().await;
     }
     RawValue::from_string(out).map_err(|e| GatewayError::Internal(format!("list result: {e}")))
 }
@@ -233,9 +233,25 @@ impl<'g> Screen<'g> {
         if let Some(held) = &tool.held {
             return Some(format!("held back: {held}"));
         }
-        // What calling it would be a deviation for is not offered in the first place.
-        if let Some(strayed) = deviation(caller, tool, &tool.facts.name) {
-            return Some(strayed);
+        // What calling it would be a deviation for is not offered in the first place. The
+        // reason does not name the tool, so the tools hidden for it are recorded together.
+        let task = &caller.task.task;
+        match stray(caller, tool) {
+            None => {}
+            Some(Stray::Tools) => {
+                return Some(format!(
+                    "outside task `{}` (its tools: {})",
+                    task.id,
+                    task.tools.join(", ")
+                ));
+            }
+            Some(Stray::DataClass(class)) => {
+                return Some(format!(
+                    "handles data of class `{class}`, which task `{}` did not declare (its data classes: {})",
+                    task.id,
+                    declared_classes(caller)
+                ));
+            }
         }
         let decision = match &self.policy {
             Some((engine, Ok(context))) => {
@@ -263,8 +279,11 @@ impl<'g> Screen<'g> {
     }
 
     /// Records what the list showed and hid, and why: in the process log, and as a
-    /// `tools.discovered` event (handed over, not waited for).
-    fn log(self) {
+    /// `tools.discovered` event with the hidden tools grouped by reason (most share one,
+    /// and a page of 100 tools is one record). The event is handed over, not waited for
+    /// to be committed; but when the writer is behind, the list waits for room in its
+    /// queue, so a flood of lists is slowed rather than held in memory.
+    async fn log(self) {
         let Some(caller) = self.caller else { return };
         tracing::info!(
             agent = %caller.task.agent.name,
@@ -274,18 +293,26 @@ impl<'g> Screen<'g> {
             "tools listed"
         );
         if let Some(audit) = &self.gateway.audit {
-            let hidden: Vec<Value> = self
-                .hidden
+            let mut by_reason: Vec<(String, Vec<String>)> = Vec::new();
+            for (tool, reason) in self.hidden {
+                match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, tools)) => tools.push(tool),
+                    None => by_reason.push((reason, vec![tool])),
+                }
+            }
+            let hidden: Vec<Value> = by_reason
                 .into_iter()
-                .map(|(tool, reason)| serde_json::json!({ "tool": tool, "reason": reason }))
+                .map(|(reason, tools)| serde_json::json!({ "reason": reason, "tools": tools }))
                 .collect();
-            audit.note_now(
-                crate::events::event(kinds::TOOLS_DISCOVERED)
-                    .with_actor(crate::token::actors(&caller.task.task))
-                    .with_task(caller.task.task.id.clone())
-                    .with_field("shown", self.shown)
-                    .with_field("hidden", hidden),
-            );
+            audit
+                .note(
+                    crate::events::event(kinds::TOOLS_DISCOVERED)
+                        .with_actor(crate::token::actors(&caller.task.task))
+                        .with_task(caller.task.task.id.clone())
+                        .with_field("shown", self.shown)
+                        .with_field("hidden", hidden),
+                )
+                .await;
         }
     }
 }
@@ -480,31 +507,52 @@ async fn check_intent(
     Err(GatewayError::Denied(Denied::InsufficientScope(message)))
 }
 
-/// How a call strays from its task, if it does.
-fn deviation(caller: &Caller, tool: &KnownTool, exposed: &str) -> Option<String> {
-    let task = &caller.task;
-    if !task.grant.allows_tool(&tool.facts.server, &tool.tool) {
-        return Some(format!(
-            "tool `{exposed}` is outside task `{}` (its tools: {})",
-            task.task.id,
-            task.task.tools.join(", ")
-        ));
+/// How a tool lies outside its caller's task.
+enum Stray<'t> {
+    /// Not among the task's tools.
+    Tools,
+    /// Handles data of a class the task did not declare.
+    DataClass(&'t str),
+}
+
+fn stray<'t>(caller: &Caller, tool: &'t KnownTool) -> Option<Stray<'t>> {
+    let grant = &caller.task.grant;
+    if !grant.allows_tool(&tool.facts.server, &tool.tool) {
+        return Some(Stray::Tools);
     }
-    let class = tool
-        .facts
+    tool.facts
         .class
         .data_classes
         .iter()
-        .find(|c| !task.grant.data_classes.contains(c))?;
-    Some(format!(
-        "tool `{exposed}` handles data of class `{class}`, which task `{}` did not declare (its data classes: {})",
-        task.task.id,
-        if task.grant.data_classes.is_empty() {
-            "none".to_owned()
-        } else {
-            task.grant.data_classes.join(", ")
-        }
-    ))
+        .find(|c| !grant.data_classes.contains(c))
+        .map(|class| Stray::DataClass(class))
+}
+
+/// The task's data classes, for messages.
+fn declared_classes(caller: &Caller) -> String {
+    let classes = &caller.task.grant.data_classes;
+    if classes.is_empty() {
+        "none".to_owned()
+    } else {
+        classes.join(", ")
+    }
+}
+
+/// How a call strays from its task, if it does.
+fn deviation(caller: &Caller, tool: &KnownTool, exposed: &str) -> Option<String> {
+    let task = &caller.task.task;
+    Some(match stray(caller, tool)? {
+        Stray::Tools => format!(
+            "tool `{exposed}` is outside task `{}` (its tools: {})",
+            task.id,
+            task.tools.join(", ")
+        ),
+        Stray::DataClass(class) => format!(
+            "tool `{exposed}` handles data of class `{class}`, which task `{}` did not declare (its data classes: {})",
+            task.id,
+            declared_classes(caller)
+        ),
+    })
 }
 
 /// The policy stage: Cedar's `call` decision on this agent, tool, task and arguments.

@@ -556,7 +556,41 @@ async fn teams_see_different_tools_in_both_eras() {
         "ops.run",
         "no policy permits `discover` here"
     ]));
+    // And recorded: one `tools.discovered` per list, the hidden tools grouped by reason
+    // (read once the gateway stopped: what is not waited for is committed by then).
+    let (store, rita) = (fx.store.clone(), fx.rita.agent_id.clone());
     fx.stop().await;
+    let writer = store.audit_writers().await.unwrap()[0].clone();
+    let records = store.audit_records(&writer, 0, 100).await.unwrap();
+    let rita_lists: Vec<&writ_audit::Record> = records
+        .iter()
+        .filter(|r| r.kind == "tools.discovered" && r.actor.contains(&rita))
+        .collect();
+    assert_eq!(rita_lists.len(), 2, "one per era");
+    for list in rita_lists {
+        assert_eq!(list.fields["shown"], json!(["notes.read", "notes.write"]));
+        let hidden = list.fields["hidden"].as_array().unwrap();
+        assert_eq!(hidden.len(), 2, "{hidden:?}");
+        assert_eq!(hidden[0]["tools"], json!(["ops.run"]));
+        assert!(
+            hidden[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no policy permits `discover` here"),
+            "{hidden:?}"
+        );
+        assert_eq!(
+            hidden[1]["tools"],
+            json!(["crm.lookup", "docs.peek", "docs.purge", "plain.peek"])
+        );
+        assert!(
+            hidden[1]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("(its tools: notes.*, ops.*)"),
+            "{hidden:?}"
+        );
+    }
 }
 
 #[tokio::test]

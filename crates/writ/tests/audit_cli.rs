@@ -285,7 +285,7 @@ fn story() -> Vec<(&'static str, Event)> {
                 .with_field("shown", json!(["notes.read", "notes.write"]))
                 .with_field(
                     "hidden",
-                    json!([{ "tool": "ops.run", "reason": "not in the task" }]),
+                    json!([{ "reason": "not in the task", "tools": ["ops.run", "ops.stop"] }]),
                 ),
         ),
         (
@@ -513,6 +513,11 @@ fn query_lists_records_oldest_first_with_full_ids() {
         rows(&out)[1].contains("servers notes, billing, mail, ops; policy mode enforce (c0ffee"),
         "{out}"
     );
+    let discovered = rows(&out)
+        .into_iter()
+        .find(|row| row.contains("tools.discovered"))
+        .unwrap();
+    assert!(discovered.contains("2 shown, 2 hidden"), "{discovered}");
     let deny = rows(&out)
         .into_iter()
         .find(|row| row.contains(CALL_DENIED))

@@ -224,11 +224,16 @@ fn summary(record: &Record) -> String {
                 .get("shown")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len),
+            // Grouped by reason: `[{reason, tools}]`.
             record
                 .fields
                 .get("hidden")
                 .and_then(Value::as_array)
-                .map_or(0, Vec::len)
+                .map_or(0, |groups| groups
+                    .iter()
+                    .filter_map(|g| g.get("tools").and_then(Value::as_array))
+                    .map(Vec::len)
+                    .sum())
         ),
         kinds::CALL_DECIDED | kinds::CALL_DEVIATION => format!("{call} {}", text("reason")),
         kinds::CALL_FORWARDED => format!(
