@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::token::agent_key::AgentKey;
@@ -84,10 +84,26 @@ pub struct Args {
     /// Token exchanges to time in the `token` scenario.
     #[arg(long, default_value_t = 400)]
     tokens: usize,
+    /// Where the upstream runs: in a `process` of its own (the default: an agent never
+    /// shares a process with the MCP server it calls, so neither does the bench's
+    /// direct side), or `in-process`, inside the bench's own process beside its
+    /// clients, where a direct call never leaves a warm runtime.
+    #[arg(long, value_enum, default_value = "process")]
+    upstream: UpstreamPlace,
     /// Print one JSON object per scenario, era, authentication and load (one per line)
     /// instead of tables.
     #[arg(long)]
     json: bool,
+    /// Serve only the bench's upstream, print its address and run until stdin closes
+    /// (how the bench starts its upstream process).
+    #[arg(long, hide = true)]
+    serve_upstream: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UpstreamPlace {
+    Process,
+    InProcess,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -147,14 +163,97 @@ const BENCH_POLICIES: usize = 100;
 const SESSIONS: usize = 1_000;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.serve_upstream {
+        return serve_upstream(args.tools).await;
+    }
     args.check()?;
-    let (upstream_addr, _upstream) = ToolServer::new("writ-bench", bench_tools(args.tools))
+    let upstream = match args.upstream {
+        UpstreamPlace::InProcess => {
+            let (addr, task) = ToolServer::new("writ-bench", bench_tools(args.tools))
+                .serve("127.0.0.1:0".parse()?)
+                .await?;
+            Upstream::InProcess(addr, task)
+        }
+        UpstreamPlace::Process => Upstream::start(args.tools).await?,
+    };
+    let data = std::env::temp_dir().join(format!("writ-bench-{}", std::process::id()));
+    let outcome = run_against(&args, upstream.addr(), &data).await;
+    let _ = std::fs::remove_dir_all(&data);
+    upstream.stop();
+    outcome
+}
+
+/// The upstream both sides call.
+enum Upstream {
+    InProcess(SocketAddr, tokio::task::JoinHandle<()>),
+    /// `writ bench --serve-upstream` as a child; it stops when its stdin closes.
+    Process(SocketAddr, std::process::Child),
+}
+
+impl Upstream {
+    async fn start(tools: usize) -> anyhow::Result<Self> {
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["bench", "--serve-upstream", "--tools", &tools.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("could not start the bench's upstream process")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("the upstream process has no stdout")?;
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .map(|_| line)
+        })
+        .await??;
+        let Some(addr) = line.trim().strip_prefix("upstream listening on ") else {
+            let _ = child.kill();
+            bail!("the bench's upstream process said `{}`", line.trim());
+        };
+        Ok(Self::Process(addr.parse()?, child))
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::InProcess(addr, _) | Self::Process(addr, _) => *addr,
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Self::InProcess(_, task) => task.abort(),
+            Self::Process(_, mut child) => {
+                drop(child.stdin.take());
+                for _ in 0..100 {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The upstream process: serves the bench's tools until its parent closes stdin.
+#[expect(
+    clippy::print_stdout,
+    reason = "the parent reads the address from stdout"
+)]
+async fn serve_upstream(tools: usize) -> anyhow::Result<()> {
+    let (addr, _task) = ToolServer::new("writ-bench", bench_tools(tools))
         .serve("127.0.0.1:0".parse()?)
         .await?;
-    let data = std::env::temp_dir().join(format!("writ-bench-{}", std::process::id()));
-    let outcome = run_against(&args, upstream_addr, &data).await;
-    let _ = std::fs::remove_dir_all(&data);
-    outcome
+    println!("upstream listening on {addr}");
+    tokio::task::spawn_blocking(|| {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    })
+    .await?;
+    Ok(())
 }
 
 async fn run_against(
