@@ -1,18 +1,24 @@
 //! The audit log's writer: every event of this gateway is sealed into its hash chain and
 //! committed to the store; call decisions are committed before the call goes on.
 //!
-//! Events go to one writer thread. It takes every event waiting at that moment (up to
-//! [`MAX_BATCH`]), seals them in order and appends them in one transaction — group
-//! commit: concurrent calls share one write instead of queueing behind one each. The
-//! thread is an OS thread with a store connection of its own (where the store offers
-//! one), so a commit never waits for a turn on the async runtime that is busy serving
-//! requests, and request handling never waits for SQLite.
+//! Events wait in one queue. Whoever finds nobody committing starts a *leader*: a task
+//! on the runtime that takes every event waiting at that moment (up to [`MAX_BATCH`]),
+//! seals them in order and appends them in one transaction, and goes on until the
+//! queue is empty — group commit: concurrent calls share one write instead of queueing
+//! behind one each. The leader writes through a store connection of its own (where the
+//! store offers one), blocking its worker thread for the commit (tens of microseconds;
+//! only one leader runs at a time, so the other workers go on serving requests).
+//! It is a task and not a thread of its own because a hand-over between threads costs
+//! two wake-ups per call, which on a shared two-core machine was most of the wait for
+//! a decision's commit (BENCHMARKS.md, "Audit log"); a task spawned by the calling task
+//! runs on the same worker right after it, with no wake-up at all.
 //!
 //! [`AuditLog::record`] waits until its event is committed: the pipeline uses it for
 //! call decisions, which must be durable before a call is answered or forwarded.
 //! [`AuditLog::note`] hands an event over without waiting, for what happens after the
 //! decision (forwarded, completed, tools listed, tasks begun): recorded in order, in the
-//! same chain, but never holding up the call.
+//! same chain, with the next decision's commit or at most [`NOTE_DELAY`] later, but
+//! never holding up the call. When the queue is full, both wait for room.
 //!
 //! If a write fails, every waiting call of the batch is refused (fail closed), the
 //! chain's head is put back, and the gateway reports itself unready until a write
@@ -26,15 +32,16 @@
 //! `checkpoint_every` records, `checkpoint_interval` after the last record none covers,
 //! and when the gateway stops.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use sha2::Digest as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use writ_audit::{Chain, Checkpoint, Event, Record, kinds};
 use writ_core::config::AuditConfig;
@@ -42,7 +49,7 @@ use writ_store::{AuditAppender, AuditKey, Store, StoreError};
 
 /// The most events one transaction takes.
 const MAX_BATCH: usize = 512;
-/// Events waiting for the writer; beyond this, callers wait to hand theirs over. This
+/// Events waiting to be committed; beyond this, callers wait to hand theirs over. This
 /// bounds what a writer that has fallen behind holds in memory (a page of a filtered
 /// tool list is a record of a few kilobytes): at 8,192, a flood of lists kept the
 /// gateway's resident memory 40 MiB higher, for no gain in throughput.
@@ -61,41 +68,51 @@ const NOTE_DELAY: Duration = Duration::from_millis(10);
 #[error("the audit log could not be written: {0}")]
 pub struct AuditError(String);
 
-/// What the writer thread is asked to do.
-enum Job {
-    /// Seal and commit an event; answer on `done` if someone waits for it.
-    Record {
-        event: Event,
-        done: Option<oneshot::Sender<Result<(), AuditError>>>,
-    },
-    /// Sign a checkpoint if records were committed since the last one.
-    Checkpoint,
-    /// Commit what is waiting, sign a last checkpoint, stop, and say so on `done`.
-    Stop { done: oneshot::Sender<()> },
-}
-
 /// This gateway's writer of the audit log.
-#[derive(Debug)]
 pub struct AuditLog {
     writer: String,
     key_id: String,
-    queue: mpsc::Sender<Job>,
-    healthy: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Job {
+impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Job::Record { event, .. } => write!(f, "Record({})", event.kind()),
-            Job::Checkpoint => f.write_str("Checkpoint"),
-            Job::Stop { .. } => f.write_str("Stop"),
-        }
+        f.debug_struct("AuditLog")
+            .field("writer", &self.writer)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
+}
+
+/// What callers and the leader share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// The chain and the store connection: held by the one leader committing.
+    committer: tokio::sync::Mutex<Committer>,
+    /// Woken after each commit, for callers waiting for room in a full queue.
+    room: Notify,
+    healthy: AtomicBool,
+}
+
+type Waiting = Option<oneshot::Sender<Result<(), AuditError>>>;
+
+#[derive(Default)]
+struct Queue {
+    /// Handed over, not yet taken by a leader; in order.
+    events: VecDeque<(Event, Waiting)>,
+    /// A checkpoint was asked for (by the interval tick).
+    checkpoint: bool,
+    /// A leader is on its way or committing; it looks again before it leaves.
+    leading: bool,
+    /// A commit of held notes is scheduled, [`NOTE_DELAY`] after the first.
+    flush_scheduled: bool,
+    /// [`AuditLog::close`] ran: nothing more is taken.
+    stopped: bool,
 }
 
 impl AuditLog {
     /// Starts a new chain for this process: makes its checkpoint key, stores the public
-    /// half, and starts the writer thread, whose first record is `audit.started`.
+    /// half, and records `audit.started` as the chain's first record.
     pub async fn start(
         store: Arc<dyn Store>,
         settings: &AuditConfig,
@@ -116,28 +133,25 @@ impl AuditLog {
             .await?;
         let sink = match store.audit_appender()? {
             Some(own) => Sink::Own(own),
-            None => Sink::Shared(store.clone(), tokio::runtime::Handle::current()),
+            None => Sink::Shared(store.clone()),
         };
-        let (queue, jobs) = mpsc::channel(QUEUE);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let thread = WriterThread {
+        let committer = Committer {
             sink,
             chain: Chain::new(writer.clone(), None),
             key,
             key_id: key_id.clone(),
             checkpoint_every: u64::try_from(settings.checkpoint_every).unwrap_or(u64::MAX),
             unsigned: 0,
-            healthy: healthy.clone(),
         };
-        std::thread::Builder::new()
-            .name("writ-audit".into())
-            .spawn(move || thread.run(jobs))
-            .map_err(|e| StoreError::Database(format!("cannot start the audit writer: {e}")))?;
         let log = Arc::new(Self {
             writer,
             key_id,
-            queue,
-            healthy,
+            shared: Arc::new(Shared {
+                queue: Mutex::default(),
+                committer: tokio::sync::Mutex::new(committer),
+                room: Notify::new(),
+                healthy: AtomicBool::new(true),
+            }),
         });
         let started = Event::new(kinds::AUDIT_STARTED)
             .map(|e| {
@@ -150,7 +164,7 @@ impl AuditLog {
             .await
             .map_err(|e| StoreError::Database(e.to_string()))?;
         tokio::spawn(tick(
-            log.queue.clone(),
+            log.shared.clone(),
             settings.checkpoint_interval,
             shutdown.clone(),
         ));
@@ -169,42 +183,139 @@ impl AuditLog {
     /// Records `event` and returns once it is committed.
     pub async fn record(&self, event: Event) -> Result<(), AuditError> {
         let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Job::Record {
-                event,
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| stopped())?;
+        self.shared.hand_over(event, Some(done)).await?;
         committed.await.map_err(|_| stopped())?
     }
 
-    /// Hands `event` to the writer without waiting for it to be committed. A failure is
-    /// logged by the writer (and turns the gateway unready); nobody else is told.
+    /// Hands `event` over without waiting for it to be committed. A failure is logged
+    /// (and turns the gateway unready); nobody else is told.
     pub async fn note(&self, event: Event) {
-        if self
-            .queue
-            .send(Job::Record { event, done: None })
-            .await
-            .is_err()
-        {
-            tracing::error!("the audit writer has stopped; an event was not recorded");
+        if self.shared.hand_over(event, None).await.is_err() {
+            tracing::error!("the audit log is closed; an event was not recorded");
         }
     }
 
-    /// Commits everything handed over so far, signs a last checkpoint and stops the
-    /// writer. Call it after in-flight calls have drained: their outcomes are recorded
-    /// first, and anything recorded after this is refused.
+    /// Commits everything handed over so far, signs a last checkpoint and closes the
+    /// log. Call it after in-flight calls have drained: their outcomes are recorded
+    /// first, and anything handed over after this is refused.
     pub async fn close(&self) {
-        let (done, stopped) = oneshot::channel();
-        if self.queue.send(Job::Stop { done }).await.is_ok() {
-            let _ = stopped.await;
+        self.shared.lock_queue().stopped = true;
+        // Waits for a leader at work, then commits what it left, if anything.
+        let mut committer = self.shared.committer.lock().await;
+        loop {
+            let (batch, _) = self.shared.take(true);
+            let last = batch.is_empty();
+            self.shared.commit(&mut committer, batch, last).await;
+            if last {
+                return;
+            }
         }
     }
 
     /// False after a failed write, until a write succeeds.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+}
+
+impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        // The queue is consistent after every statement, so a panic elsewhere while it
+        // was locked leaves nothing half done.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `event` (waiting for room when the queue is full) and makes sure it gets
+    /// committed: at once when someone waits for it, otherwise with the next commit or
+    /// after [`NOTE_DELAY`].
+    async fn hand_over(self: &Arc<Self>, event: Event, done: Waiting) -> Result<(), AuditError> {
+        let mut item = Some((event, done));
+        loop {
+            let room = self.room.notified();
+            {
+                let mut queue = self.lock_queue();
+                if queue.stopped {
+                    return Err(stopped());
+                }
+                if queue.events.len() < QUEUE {
+                    let waited_for = item.as_ref().is_some_and(|(_, done)| done.is_some());
+                    queue.events.extend(item.take());
+                    if waited_for {
+                        self.lead_locked(&mut queue);
+                    } else if !queue.leading && !queue.flush_scheduled {
+                        queue.flush_scheduled = true;
+                        let shared = self.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(NOTE_DELAY).await;
+                            let mut queue = shared.lock_queue();
+                            queue.flush_scheduled = false;
+                            if !queue.events.is_empty() {
+                                shared.lead_locked(&mut queue);
+                            }
+                        });
+                    }
+                    return Ok(());
+                }
+                // Full: a leader is on its way (whoever filled it started one).
+                self.lead_locked(&mut queue);
+            }
+            room.await;
+        }
+    }
+
+    /// Starts a leader unless one is on its way or at work.
+    fn lead_locked(self: &Arc<Self>, queue: &mut Queue) {
+        if queue.leading {
+            return;
+        }
+        queue.leading = true;
+        let shared = self.clone();
+        tokio::spawn(async move { shared.lead().await });
+    }
+
+    /// The leader: commits what is queued, batch after batch, until the queue is empty.
+    async fn lead(self: Arc<Self>) {
+        let mut committer = self.committer.lock().await;
+        loop {
+            let (batch, checkpoint) = self.take(false);
+            if batch.is_empty() && !checkpoint {
+                // `take` found the queue empty and stepped down under the same lock, so
+                // anything queued after it starts a leader of its own.
+                return;
+            }
+            self.commit(&mut committer, batch, checkpoint).await;
+        }
+    }
+
+    /// Takes up to [`MAX_BATCH`] queued events and whether a checkpoint was asked for.
+    /// Finding nothing, the leader steps down (unless `closing`: `close` commits itself).
+    fn take(&self, closing: bool) -> (Vec<(Event, Waiting)>, bool) {
+        let mut queue = self.lock_queue();
+        let count = queue.events.len().min(MAX_BATCH);
+        let batch: Vec<(Event, Waiting)> = queue.events.drain(..count).collect();
+        let checkpoint = std::mem::take(&mut queue.checkpoint);
+        if batch.is_empty() && !checkpoint && !closing {
+            queue.leading = false;
+        }
+        (batch, checkpoint)
+    }
+
+    /// Seals and commits `events`, answers everyone waiting, and makes room.
+    async fn commit(
+        &self,
+        committer: &mut Committer,
+        events: Vec<(Event, Waiting)>,
+        checkpoint: bool,
+    ) {
+        let outcome = committer.commit(events, checkpoint).await;
+        match outcome {
+            Some(true) if !self.healthy.swap(true, Ordering::AcqRel) => {
+                tracing::info!("the audit log is written again");
+            }
+            Some(false) => self.healthy.store(false, Ordering::Release),
+            _ => {}
+        }
+        self.room.notify_waiters();
     }
 }
 
@@ -217,20 +328,23 @@ fn key_id(public_key: &str) -> String {
 }
 
 fn stopped() -> AuditError {
-    AuditError("the audit writer has stopped".into())
+    AuditError("the audit log is closed".into())
 }
 
 /// Asks for a checkpoint every `interval` until shutdown (the last one is
 /// [`AuditLog::close`]'s, once calls have drained).
-async fn tick(queue: mpsc::Sender<Job>, interval: Duration, shutdown: CancellationToken) {
+async fn tick(shared: Arc<Shared>, interval: Duration, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
         tokio::select! {
             _ = every.tick() => {
-                // A checkpoint already waiting in a full queue is as good as this one.
-                let _ = queue.try_send(Job::Checkpoint);
+                let mut queue = shared.lock_queue();
+                if !queue.stopped {
+                    queue.checkpoint = true;
+                    shared.lead_locked(&mut queue);
+                }
             }
             () = shutdown.cancelled() => return,
         }
@@ -256,34 +370,35 @@ async fn prune(store: Arc<dyn Store>, retain: Duration, shutdown: CancellationTo
     }
 }
 
-/// Where the writer thread commits.
+/// Where the leader commits.
 enum Sink {
     /// A blocking connection of its own.
     Own(Box<dyn AuditAppender>),
-    /// The store's async methods, driven from the thread (in-memory stores).
-    Shared(Arc<dyn Store>, tokio::runtime::Handle),
+    /// The store's async methods (in-memory stores).
+    Shared(Arc<dyn Store>),
 }
 
 impl Sink {
-    fn append(
+    async fn append(
         &mut self,
         records: &[Record],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), StoreError> {
         match self {
             Sink::Own(appender) => appender.append(records, checkpoint),
-            Sink::Shared(store, runtime) => runtime.block_on(async {
+            Sink::Shared(store) => {
                 store.append_audit(records).await?;
                 match checkpoint {
                     Some(checkpoint) => store.add_audit_checkpoint(checkpoint).await,
                     None => Ok(()),
                 }
-            }),
+            }
         }
     }
 }
 
-struct WriterThread {
+/// The chain's head and what it takes to extend it.
+struct Committer {
     sink: Sink,
     chain: Chain,
     key: SigningKey,
@@ -291,94 +406,31 @@ struct WriterThread {
     checkpoint_every: u64,
     /// Records committed since the last checkpoint.
     unsigned: u64,
-    healthy: Arc<AtomicBool>,
 }
 
-type Waiting = Option<oneshot::Sender<Result<(), AuditError>>>;
-
-impl WriterThread {
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        // A runtime of the thread's own, for waiting on the queue with a deadline.
-        let waiter = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(err) => {
-                tracing::error!(%err, "the audit writer cannot wait for events; it stops");
-                self.healthy.store(false, Ordering::Release);
-                return;
-            }
-        };
-        let mut events: Vec<(Event, Waiting)> = Vec::with_capacity(MAX_BATCH);
-        // Since when events nobody waits for have been held for a shared commit.
-        let mut held_since: Option<Instant> = None;
-        loop {
-            // The next job, or `None` when the held events are due first.
-            let first = match held_since {
-                None => waiter.block_on(jobs.recv()).map(Some),
-                // The timer is made inside `block_on`, where its runtime is.
-                Some(since) => waiter
-                    .block_on(async {
-                        tokio::time::timeout_at((since + NOTE_DELAY).into(), jobs.recv()).await
-                    })
-                    .map_or(Some(None), |received| received.map(Some)),
-            };
-            let Some(mut job) = first else {
-                // Every sender is gone (the gateway was dropped without closing).
-                self.commit(&mut events, true);
-                return;
-            };
-            let mut checkpoint = false;
-            let mut stop = None;
-            while let Some(next) = job.take() {
-                match next {
-                    Job::Record { event, done } => events.push((event, done)),
-                    Job::Checkpoint => checkpoint = true,
-                    Job::Stop { done } => stop = Some(done),
-                }
-                if stop.is_none() && events.len() < MAX_BATCH {
-                    job = jobs.try_recv().ok();
-                }
-            }
-            let waited_for = events.iter().any(|(_, done)| done.is_some());
-            let since = *held_since.get_or_insert_with(Instant::now);
-            let due = waited_for
-                || checkpoint
-                || stop.is_some()
-                || events.len() >= MAX_BATCH
-                || since.elapsed() >= NOTE_DELAY;
-            if due {
-                self.commit(&mut events, checkpoint || stop.is_some());
-                held_since = None;
-            }
-            if let Some(done) = stop {
-                let _ = done.send(());
-                return;
-            }
-        }
-    }
-
-    /// Seals and commits `events` (leaving it empty), with a checkpoint if one is due or
-    /// `checkpoint` asks for one, and answers everyone waiting.
-    fn commit(&mut self, events: &mut Vec<(Event, Waiting)>, checkpoint: bool) {
+impl Committer {
+    /// Seals and commits `events`, with a checkpoint if one is due or `checkpoint` asks
+    /// for one, and answers everyone waiting. Whether the write succeeded; `None` when
+    /// there was nothing to write.
+    async fn commit(&mut self, events: Vec<(Event, Waiting)>, checkpoint: bool) -> Option<bool> {
         if events.is_empty() && (!checkpoint || self.unsigned == 0) {
-            return;
+            return None;
         }
         let before = self.chain.clone();
         let now = now_ms();
         let (records, waiting): (Vec<Record>, Vec<Waiting>) = events
-            .drain(..)
+            .into_iter()
             .map(|(event, done)| (self.chain.seal(event, now), done))
             .unzip();
         let count = records.len() as u64;
         let due = checkpoint || self.unsigned + count >= self.checkpoint_every;
         let signed = (due && self.unsigned + count > 0)
             .then(|| Checkpoint::sign(self.chain.head(), now, &self.key_id, &self.key));
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let outcome = self
             .sink
             .append(&records, signed.as_ref())
+            .await
             .map_err(|e| AuditError(e.to_string()));
         tracing::debug!(records = records.len(), checkpoint = signed.is_some(), elapsed = ?started.elapsed(), "audit batch committed");
         match &outcome {
@@ -388,18 +440,15 @@ impl WriterThread {
                 } else {
                     self.unsigned + count
                 };
-                if !self.healthy.swap(true, Ordering::AcqRel) {
-                    tracing::info!("the audit log is written again");
-                }
             }
             Err(err) => {
                 // The records were not stored: the next batch continues from the last
                 // stored head, so the chain has no gap.
                 self.chain = before;
-                self.healthy.store(false, Ordering::Release);
                 tracing::error!(%err, records = records.len(), "audit write failed; the calls waiting on it are refused");
             }
         }
+        let written = outcome.is_ok();
         for done in waiting.into_iter().flatten() {
             let _ = done.send(outcome.clone());
         }
@@ -408,6 +457,7 @@ impl WriterThread {
         {
             tracing::warn!(%err, "audit store housekeeping failed; it is tried again later");
         }
+        Some(written)
     }
 }
 
