@@ -619,7 +619,7 @@ fn bench_runs_the_gateway_as_its_own_process_and_reports_json() {
     let mut seen = Vec::new();
     for report in &reports {
         let scenario = report["scenario"].as_str().unwrap();
-        assert_eq!(report["auth"], "bearer", "{report}");
+        let auth = report["auth"].as_str().unwrap();
         let gateway = &report["gateway"];
         assert!(
             gateway["start_to_ready_ms"].as_f64().unwrap() > 0.0,
@@ -634,7 +634,7 @@ fn bench_runs_the_gateway_as_its_own_process_and_reports_json() {
         if scenario == "token" {
             assert_eq!(report["writ"]["calls"], 4, "{report}");
             assert!(report["direct"].is_null(), "{report}");
-            seen.push("token".to_owned());
+            seen.push(format!("{auth} token"));
             continue;
         }
         let expected_calls = if scenario == "list" { 4 } else { 40 };
@@ -661,19 +661,23 @@ fn bench_runs_the_gateway_as_its_own_process_and_reports_json() {
             assert_eq!(report["tools"]["shown"], 48, "{report}");
         }
         seen.push(format!(
-            "{scenario} {} {}",
+            "{auth} {scenario} {} {}",
             report["era"].as_str().unwrap(),
             report["load"]["kind"].as_str().unwrap()
         ));
     }
+    // By default, writs both bearer and DPoP-bound, every scenario in both eras; the
+    // token runs come last.
     let mut expected = Vec::new();
-    for scenario in ["call", "list"] {
-        for era in ["2025-11-25", "2026-07-28"] {
-            for load in ["open", "closed"] {
-                expected.push(format!("{scenario} {era} {load}"));
+    for auth in ["bearer", "dpop"] {
+        for scenario in ["call", "list"] {
+            for era in ["2025-11-25", "2026-07-28"] {
+                for load in ["open", "closed"] {
+                    expected.push(format!("{auth} {scenario} {era} {load}"));
+                }
             }
         }
     }
-    expected.push("token".to_owned());
+    expected.extend(["bearer token".to_owned(), "dpop token".to_owned()]);
     assert_eq!(seen, expected);
 }

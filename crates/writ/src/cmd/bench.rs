@@ -53,7 +53,7 @@ pub struct Args {
     /// How agents authenticate through Writ, comma-separated: `bearer` writs, `dpop`-bound
     /// writs (a fresh proof signed per request, counted in Writ's latency), or `off` on
     /// its own (a gateway without authentication, policy or audit of calls).
-    #[arg(long, value_delimiter = ',', default_value = "bearer")]
+    #[arg(long, value_delimiter = ',', default_value = "bearer,dpop")]
     auth: Vec<AuthMode>,
     /// Concurrent clients, each with its own keep-alive connection (and session, in the
     /// 2025-11-25 era).
