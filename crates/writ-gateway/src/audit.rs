@@ -7,7 +7,9 @@
 //! queue is empty — group commit: concurrent calls share one write instead of queueing
 //! behind one each. The leader writes through a store connection of its own (where the
 //! store offers one), blocking its worker thread for the commit (tens of microseconds;
-//! only one leader runs at a time, so the other workers go on serving requests).
+//! only one leader runs at a time, so the other workers go on serving requests). On a
+//! runtime with a single worker the commit goes to the blocking pool instead: there,
+//! a commit waiting for SQLite's write lock would stall the task that holds it.
 //! It is a task and not a thread of its own because a hand-over between threads costs
 //! two wake-ups per call, which on a shared two-core machine was most of the wait for
 //! a decision's commit (BENCHMARKS.md, "Audit log"); a task spawned by the calling task
@@ -132,7 +134,7 @@ impl AuditLog {
             })
             .await?;
         let sink = match store.audit_appender()? {
-            Some(own) => Sink::Own(own),
+            Some(own) => Sink::own(own),
             None => Sink::Shared(store.clone()),
         };
         let committer = Committer {
@@ -372,27 +374,102 @@ async fn prune(store: Arc<dyn Store>, retain: Duration, shutdown: CancellationTo
 
 /// Where the leader commits.
 enum Sink {
-    /// A blocking connection of its own.
-    Own(Box<dyn AuditAppender>),
+    /// A blocking connection of its own (`None` only while a blocking-pool thread has it).
+    Own {
+        appender: Option<Box<dyn AuditAppender>>,
+        /// Whether the leader may block its worker for the commit: only on a runtime with
+        /// other workers to go on meanwhile. With one worker, a commit waiting for SQLite's
+        /// write lock would stall the very task that holds it (a store transaction on the
+        /// pool) until the busy timeout; there the commit goes to the blocking pool.
+        inline: bool,
+    },
     /// The store's async methods (in-memory stores).
     Shared(Arc<dyn Store>),
 }
 
 impl Sink {
+    fn own(appender: Box<dyn AuditAppender>) -> Self {
+        let runtime = tokio::runtime::Handle::current();
+        let inline = runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && runtime.metrics().num_workers() >= 2;
+        Sink::Own {
+            appender: Some(appender),
+            inline,
+        }
+    }
+
+    /// Appends `records` (and `checkpoint`) in one transaction.
     async fn append(
         &mut self,
-        records: &[Record],
-        checkpoint: Option<&Checkpoint>,
+        records: Vec<Record>,
+        checkpoint: Option<Checkpoint>,
     ) -> Result<(), StoreError> {
         match self {
-            Sink::Own(appender) => appender.append(records, checkpoint),
+            Sink::Own {
+                appender: slot,
+                inline,
+            } => {
+                let Some(mut appender) = slot.take() else {
+                    return Err(StoreError::Database(
+                        "the audit store connection was lost".into(),
+                    ));
+                };
+                if *inline {
+                    let outcome = appender.append(&records, checkpoint.as_ref());
+                    *slot = Some(appender);
+                    return outcome;
+                }
+                let (appender, outcome) = tokio::task::spawn_blocking(move || {
+                    let outcome = appender.append(&records, checkpoint.as_ref());
+                    (appender, outcome)
+                })
+                .await
+                .map_err(|e| StoreError::Database(format!("the audit commit stopped: {e}")))?;
+                *slot = Some(appender);
+                outcome
+            }
             Sink::Shared(store) => {
-                store.append_audit(records).await?;
+                store.append_audit(&records).await?;
                 match checkpoint {
-                    Some(checkpoint) => store.add_audit_checkpoint(checkpoint).await,
+                    Some(checkpoint) => store.add_audit_checkpoint(&checkpoint).await,
                     None => Ok(()),
                 }
             }
+        }
+    }
+
+    /// The store's housekeeping after a commit, where it may block.
+    async fn tidy(&mut self) {
+        let Sink::Own {
+            appender: slot,
+            inline,
+        } = self
+        else {
+            return;
+        };
+        let Some(mut appender) = slot.take() else {
+            return;
+        };
+        let (appender, outcome) = if *inline {
+            let outcome = appender.tidy();
+            (appender, outcome)
+        } else {
+            match tokio::task::spawn_blocking(move || {
+                let outcome = appender.tidy();
+                (appender, outcome)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(err) => {
+                    tracing::error!(%err, "audit store housekeeping stopped; the store connection is lost");
+                    return;
+                }
+            }
+        };
+        *slot = Some(appender);
+        if let Err(err) = outcome {
+            tracing::warn!(%err, "audit store housekeeping failed; it is tried again later");
         }
     }
 }
@@ -427,36 +504,29 @@ impl Committer {
         let signed = (due && self.unsigned + count > 0)
             .then(|| Checkpoint::sign(self.chain.head(), now, &self.key_id, &self.key));
         let started = std::time::Instant::now();
+        let signing = signed.is_some();
         let outcome = self
             .sink
-            .append(&records, signed.as_ref())
+            .append(records, signed)
             .await
             .map_err(|e| AuditError(e.to_string()));
-        tracing::debug!(records = records.len(), checkpoint = signed.is_some(), elapsed = ?started.elapsed(), "audit batch committed");
+        tracing::debug!(records = count, checkpoint = signing, elapsed = ?started.elapsed(), "audit batch committed");
         match &outcome {
             Ok(()) => {
-                self.unsigned = if signed.is_some() {
-                    0
-                } else {
-                    self.unsigned + count
-                };
+                self.unsigned = if signing { 0 } else { self.unsigned + count };
             }
             Err(err) => {
                 // The records were not stored: the next batch continues from the last
                 // stored head, so the chain has no gap.
                 self.chain = before;
-                tracing::error!(%err, records = records.len(), "audit write failed; the calls waiting on it are refused");
+                tracing::error!(%err, records = count, "audit write failed; the calls waiting on it are refused");
             }
         }
         let written = outcome.is_ok();
         for done in waiting.into_iter().flatten() {
             let _ = done.send(outcome.clone());
         }
-        if let Sink::Own(appender) = &mut self.sink
-            && let Err(err) = appender.tidy()
-        {
-            tracing::warn!(%err, "audit store housekeeping failed; it is tried again later");
-        }
+        self.sink.tidy().await;
         Some(written)
     }
 }

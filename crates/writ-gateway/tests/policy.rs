@@ -1639,3 +1639,48 @@ async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
     writ_audit::verify_chain(writer, None, &records, &[], |_| None).unwrap();
     fx.stop().await;
 }
+
+/// A decision recorded while another connection holds SQLite's write lock waits for the
+/// lock and is committed once it is released — also on a single-threaded runtime, where
+/// the lock's holder needs that one thread to finish its transaction (a commit that
+/// blocked the thread would stall it until the busy timeout, and fail).
+#[tokio::test]
+async fn a_record_waits_for_the_write_lock_without_stalling_its_holder() {
+    use sqlx::Connection as _;
+    let dir = std::env::temp_dir().join(format!("writ-lock-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("writ.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let log = writ_gateway::audit::AuditLog::start(
+        store,
+        &writ_core::config::AuditConfig::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sqlx::raw_sql("COMMIT").execute(&mut db).await.unwrap();
+        db
+    });
+    let started = Instant::now();
+    let event = writ_audit::Event::new(writ_audit::kinds::CALL_DECIDED)
+        .unwrap()
+        .with_decision("allow");
+    tokio::time::timeout(Duration::from_secs(3), log.record(event))
+        .await
+        .expect("committed once the lock was released")
+        .expect("committed, not refused");
+    assert!(
+        started.elapsed() >= Duration::from_millis(90),
+        "it waited for the lock"
+    );
+    holder.await.unwrap().close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
