@@ -1,7 +1,7 @@
 //! The audit stage alone, as the call pipeline drives it: per call, a `call.decided`
 //! record waited for, then `call.forwarded` and `call.completed` handed over. On a
-//! SQLite file in a fresh temporary folder, through the writer thread and its own
-//! connection — everything but HTTP and policy.
+//! SQLite file in a fresh temporary folder, through the audit log's group commit and its
+//! own connection — everything but HTTP and policy.
 //!
 //! Two measurements, printed as a table (not criterion: percentiles under a fixed
 //! arrival rate are what the targets are about):

@@ -202,8 +202,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 /// An exclusive, blocking handle for appending to the audit log. A gateway's audit
-/// writer runs on a thread of its own with one of these, so committing a batch never
-/// waits behind request handling on the async runtime, nor the other way round.
+/// writer commits through one of these directly, so a batch never makes the hand-offs
+/// between the runtime and the pool's connection thread that a pooled append makes.
 pub trait AuditAppender: Send {
     /// Appends `records`, and `checkpoint` if given, in one transaction: all or nothing,
     /// with the same rules as [`Store::append_audit`].
