@@ -119,6 +119,10 @@ pub struct ServerConfig {
     pub pinning: bool,
     /// What the operator says about the server's tools (`[[servers.tools]]`).
     pub tools: Vec<ToolRule>,
+    /// What the operator says about the server's prompts (`[[servers.prompts]]`).
+    pub prompts: Vec<crate::tools::PromptRule>,
+    /// What the operator says about the server's resources (`[[servers.resources]]`).
+    pub resources: Vec<crate::tools::ResourceRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +250,10 @@ struct RawServer {
     pinning: Option<Pinning>,
     #[serde(default)]
     tools: Vec<policy::RawToolRule>,
+    #[serde(default)]
+    prompts: Vec<policy::RawPromptRule>,
+    #[serde(default)]
+    resources: Vec<policy::RawResourceRule>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -554,6 +562,16 @@ impl RawServer {
             }
             tools.push(rule);
         }
+        let prompts = self
+            .prompts
+            .into_iter()
+            .map(|raw| raw.into_rule(at, name.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resources = self
+            .resources
+            .into_iter()
+            .map(|raw| raw.into_rule(at, name.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ServerConfig {
             name,
             transport,
@@ -561,6 +579,8 @@ impl RawServer {
             trusted: self.trusted,
             pinning: self.pinning != Some(Pinning::Off),
             tools,
+            prompts,
+            resources,
         })
     }
 }

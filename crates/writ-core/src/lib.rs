@@ -4,3 +4,4 @@ pub mod config;
 pub mod naming;
 pub mod task;
 pub mod tools;
+pub mod uri;

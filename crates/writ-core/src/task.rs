@@ -11,6 +11,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::naming::ServerName;
+use crate::uri::UriPattern;
 
 /// The `type` of Writ's authorization details entry.
 pub const MCP_TASK_TYPE: &str = "mcp_task";
@@ -30,45 +31,127 @@ pub fn is_label(text: &str) -> bool {
 /// How many tool patterns and data classes one task may list.
 pub const MAX_LIST_LEN: usize = 256;
 
-/// `server.tool`, `server.*` or `*`.
+/// What a request touches: one tool, prompt or resource of one server. Task patterns
+/// are matched against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A tool, by its upstream name.
+    Tool { server: &'a str, name: &'a str },
+    /// A prompt, by its upstream name.
+    Prompt { server: &'a str, name: &'a str },
+    /// A resource (or a resource template), by URI.
+    Resource { server: &'a str, uri: &'a str },
+}
+
+impl Target<'_> {
+    pub fn server(&self) -> &str {
+        match self {
+            Self::Tool { server, .. }
+            | Self::Prompt { server, .. }
+            | Self::Resource { server, .. } => server,
+        }
+    }
+}
+
+/// Which prompts of a server a pattern names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PromptNames {
+    Any,
+    One(String),
+}
+
+/// One entry of a task's `tools` list: what the task may touch.
+///
+/// | pattern | names |
+/// |---|---|
+/// | `*` | every tool, prompt and resource of every server |
+/// | `server.*` | every tool, prompt and resource of `server` |
+/// | `server.tool` | that tool alone |
+/// | `server.prompt:*`, `server.prompt:name` | every prompt of `server`, or one |
+/// | `server.resource:*` | every resource of `server` |
+/// | `server.resource:URI`, `server.resource:PREFIX*` | one resource, or every resource whose URI starts with `PREFIX` |
+///
+/// MCP tool names cannot hold `:`, so `server.prompt:…` and `server.resource:…` never
+/// name a tool. Resource URIs follow [`crate::uri::check`]: a pattern cannot be written
+/// (nor a URI matched) that could reach outside its prefix once a server normalises it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ToolPattern {
-    /// Every tool of every server.
+    /// Everything of every server.
     Any,
-    /// Every tool of one server.
+    /// Everything of one server.
     Server(ServerName),
     /// One tool.
     Tool(ServerName, String),
+    /// Prompts of one server.
+    Prompt(ServerName, PromptNames),
+    /// Resources of one server.
+    Resource(ServerName, UriPattern),
 }
+
+const PATTERN_RULE: &str = "`server.tool`, `server.*`, `server.prompt:NAME`, `server.prompt:*`, `server.resource:URI`, `server.resource:PREFIX*` or `*`";
 
 impl ToolPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         if text == "*" {
             return Ok(Self::Any);
         }
-        let Some((server, tool)) = text.split_once('.') else {
-            return Err(format!(
-                "tool pattern `{text}` must be `server.tool`, `server.*` or `*`"
-            ));
+        let Some((server, rest)) = text.split_once('.') else {
+            return Err(format!("pattern `{text}` must be {PATTERN_RULE}"));
         };
         let server = ServerName::parse(server).map_err(|err| err.to_string())?;
-        if tool == "*" {
+        if rest == "*" {
             return Ok(Self::Server(server));
         }
-        if !crate::naming::is_valid_tool_name(tool) || tool.contains('*') {
+        if let Some(prompt) = rest.strip_prefix("prompt:") {
+            if prompt == "*" {
+                return Ok(Self::Prompt(server, PromptNames::Any));
+            }
+            if !crate::naming::is_valid_tool_name(prompt) || prompt.contains('*') {
+                return Err(format!(
+                    "pattern `{text}`: `{prompt}` is not a prompt name (wildcards only as `server.prompt:*`)"
+                ));
+            }
+            return Ok(Self::Prompt(server, PromptNames::One(prompt.to_owned())));
+        }
+        if let Some(uri) = rest.strip_prefix("resource:") {
+            let uri = UriPattern::parse(uri).map_err(|e| format!("pattern `{text}`: {e}"))?;
+            return Ok(Self::Resource(server, uri));
+        }
+        if !crate::naming::is_valid_tool_name(rest) || rest.contains('*') {
             return Err(format!(
-                "tool pattern `{text}`: `{tool}` is not a tool name (wildcards only as `server.*`)"
+                "pattern `{text}`: `{rest}` is not a tool name (it must be {PATTERN_RULE})"
             ));
         }
-        Ok(Self::Tool(server, tool.to_owned()))
+        Ok(Self::Tool(server, rest.to_owned()))
     }
 
-    /// True when the tool `tool` of `server` falls under this pattern.
-    pub fn matches(&self, server: &str, tool: &str) -> bool {
+    /// True when `target` falls under this pattern.
+    pub fn matches(&self, target: Target<'_>) -> bool {
+        match (self, target) {
+            (Self::Any, _) => true,
+            (Self::Server(s), target) => s.as_str() == target.server(),
+            (Self::Tool(s, t), Target::Tool { server, name }) => s.as_str() == server && t == name,
+            (Self::Prompt(s, names), Target::Prompt { server, name }) => {
+                s.as_str() == server
+                    && match names {
+                        PromptNames::Any => true,
+                        PromptNames::One(one) => one == name,
+                    }
+            }
+            (Self::Resource(s, uris), Target::Resource { server, uri }) => {
+                s.as_str() == server && uris.matches(uri)
+            }
+            _ => false,
+        }
+    }
+
+    /// The server this pattern is limited to, `None` for `*`.
+    pub fn server(&self) -> Option<&ServerName> {
         match self {
-            Self::Any => true,
-            Self::Server(s) => s.as_str() == server,
-            Self::Tool(s, t) => s.as_str() == server && t == tool,
+            Self::Any => None,
+            Self::Server(s) | Self::Tool(s, _) | Self::Prompt(s, _) | Self::Resource(s, _) => {
+                Some(s)
+            }
         }
     }
 
@@ -76,8 +159,20 @@ impl ToolPattern {
     pub fn covers(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Any, _) => true,
-            (Self::Server(s), Self::Server(o) | Self::Tool(o, _)) => s == o,
+            (_, Self::Any) => false,
+            (Self::Server(s), other) => other.server() == Some(s),
             (Self::Tool(s, t), Self::Tool(os, ot)) => s == os && t == ot,
+            (Self::Prompt(s, names), Self::Prompt(os, other_names)) => {
+                s == os
+                    && match (names, other_names) {
+                        (PromptNames::Any, _) => true,
+                        (PromptNames::One(a), PromptNames::One(b)) => a == b,
+                        (PromptNames::One(_), PromptNames::Any) => false,
+                    }
+            }
+            (Self::Resource(s, uris), Self::Resource(os, other_uris)) => {
+                s == os && uris.covers(other_uris)
+            }
             _ => false,
         }
     }
@@ -89,6 +184,9 @@ impl fmt::Display for ToolPattern {
             Self::Any => f.write_str("*"),
             Self::Server(s) => write!(f, "{s}.*"),
             Self::Tool(s, t) => write!(f, "{s}.{t}"),
+            Self::Prompt(s, PromptNames::Any) => write!(f, "{s}.prompt:*"),
+            Self::Prompt(s, PromptNames::One(name)) => write!(f, "{s}.prompt:{name}"),
+            Self::Resource(s, uris) => write!(f, "{s}.resource:{uris}"),
         }
     }
 }
@@ -230,9 +328,9 @@ impl TaskGrant {
         Value::Array(vec![Value::Object(entry)])
     }
 
-    /// True when the tool `tool` of `server` is within the grant.
-    pub fn allows_tool(&self, server: &str, tool: &str) -> bool {
-        self.tools.iter().any(|p| p.matches(server, tool))
+    /// True when `target` is within the grant's patterns.
+    pub fn allows(&self, target: Target<'_>) -> bool {
+        self.tools.iter().any(|p| p.matches(target))
     }
 
     /// Checks that `child` asks for nothing its parent does not hold and fills in what
@@ -308,19 +406,92 @@ mod tests {
         TaskGrant::from_authorization_details(details)
     }
 
+    fn tool<'a>(server: &'a str, name: &'a str) -> Target<'a> {
+        Target::Tool { server, name }
+    }
+
     #[test]
     fn patterns_parse_and_match() {
-        let tool = ToolPattern::parse("notes.read").unwrap();
-        assert!(tool.matches("notes", "read"));
-        assert!(!tool.matches("notes", "write"));
+        let read = ToolPattern::parse("notes.read").unwrap();
+        assert!(read.matches(tool("notes", "read")));
+        assert!(!read.matches(tool("notes", "write")));
         let server = ToolPattern::parse("notes.*").unwrap();
-        assert!(server.matches("notes", "write"));
-        assert!(!server.matches("crm", "write"));
-        assert!(ToolPattern::parse("*").unwrap().matches("any", "thing"));
+        assert!(server.matches(tool("notes", "write")));
+        assert!(!server.matches(tool("crm", "write")));
+        assert!(
+            ToolPattern::parse("*")
+                .unwrap()
+                .matches(tool("any", "thing"))
+        );
         assert!(ToolPattern::parse("notes").is_err());
         assert!(ToolPattern::parse("notes.re*").is_err());
         assert!(ToolPattern::parse("Notes.read").is_err());
         assert!(ToolPattern::parse("notes.").is_err());
+    }
+
+    #[test]
+    fn prompt_and_resource_patterns_name_only_their_kind() {
+        let p = |t: &str| ToolPattern::parse(t).unwrap();
+        let prompt = |name| Target::Prompt {
+            server: "notes",
+            name,
+        };
+        let resource = |uri| Target::Resource {
+            server: "notes",
+            uri,
+        };
+        // `server.*` covers every tool, prompt and resource of the server.
+        assert!(p("notes.*").matches(prompt("summary")));
+        assert!(p("notes.*").matches(resource("file:///x")));
+        // A tool pattern names that tool alone.
+        assert!(!p("notes.summary").matches(prompt("summary")));
+        assert!(!p("notes.read").matches(resource("notes://read")));
+        assert!(p("notes.prompt:*").matches(prompt("summary")));
+        assert!(p("notes.prompt:summary").matches(prompt("summary")));
+        assert!(!p("notes.prompt:summary").matches(prompt("other")));
+        assert!(!p("notes.prompt:*").matches(tool("notes", "summary")));
+        assert!(!p("notes.prompt:*").matches(Target::Prompt {
+            server: "crm",
+            name: "summary"
+        }));
+        let reports = p("notes.resource:file:///reports/*");
+        assert!(reports.matches(resource("file:///reports/q3.txt")));
+        assert!(!reports.matches(resource("file:///secrets/key")));
+        assert!(!reports.matches(Target::Resource {
+            server: "crm",
+            uri: "file:///reports/q3.txt"
+        }));
+        assert!(p("notes.resource:*").matches(resource("anything://at/all")));
+        for text in [
+            "notes.prompt:*",
+            "notes.prompt:summary",
+            "notes.resource:file:///reports/*",
+            "notes.resource:*",
+        ] {
+            assert_eq!(p(text).to_string(), text);
+        }
+        for bad in [
+            "notes.prompt:",
+            "notes.prompt:a*",
+            "notes.resource:file:///../*",
+            "notes.resource:",
+            "notes.resource:file:///a%2F*",
+        ] {
+            assert!(ToolPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(p("notes.*").covers(&p("notes.prompt:summary")));
+        assert!(p("notes.prompt:*").covers(&p("notes.prompt:summary")));
+        assert!(!p("notes.prompt:summary").covers(&p("notes.prompt:*")));
+        assert!(
+            p("notes.resource:file:///reports/*")
+                .covers(&p("notes.resource:file:///reports/q3.txt"))
+        );
+        assert!(
+            !p("notes.resource:file:///reports/q3.txt")
+                .covers(&p("notes.resource:file:///reports/*"))
+        );
+        assert!(!p("notes.resource:*").covers(&p("notes.*")));
+        assert!(!p("notes.prompt:*").covers(&p("notes.summary")));
     }
 
     #[test]
@@ -372,7 +543,7 @@ mod tests {
             ),
             (
                 r#"[{"type":"mcp_task","purpose":"x","tools":["bad"]}]"#,
-                "tool pattern",
+                "pattern `bad`",
             ),
             (
                 r#"[{"type":"mcp_task","purpose":"x","tools":["a.b"],"max_calls":0}]"#,

@@ -145,6 +145,67 @@ pub fn classify(
     }
 }
 
+/// What Writ knows about a prompt or a resource besides its definition: the data it
+/// carries and the groups operators put it in. Prompts and resources are read, never
+/// run, so they have no access or risk; reading one is a data access.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentClass {
+    pub data_classes: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// One `[[servers.prompts]]` entry: facts about the prompts its `name` names (a glob,
+/// as for tools).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptRule {
+    pub name: String,
+    pub class: ContentClass,
+}
+
+/// One `[[servers.resources]]` entry: facts about the resources (and templates) whose
+/// URI its `uri` pattern names: one URI, or a prefix ending in `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRule {
+    pub uri: crate::uri::UriPattern,
+    pub class: ContentClass,
+}
+
+/// Classifies a prompt: the rule naming it exactly, else the first matching pattern in
+/// file order; a prompt no rule names carries no data classes.
+pub fn classify_prompt(rules: &[PromptRule], prompt: &str) -> ContentClass {
+    rules
+        .iter()
+        .find(|r| !r.name.contains('*') && r.name == prompt)
+        .or_else(|| {
+            rules
+                .iter()
+                .find(|r| r.name.contains('*') && glob_matches(&r.name, prompt))
+        })
+        .map(|r| r.class.clone())
+        .unwrap_or_default()
+}
+
+/// Classifies a resource (or a template, by its template text): the rule naming the URI
+/// exactly, else the longest matching prefix, else `*`.
+pub fn classify_resource(rules: &[ResourceRule], uri: &str) -> ContentClass {
+    use crate::uri::UriPattern;
+    let specificity = |rule: &ResourceRule| match &rule.uri {
+        UriPattern::Exact(exact) => (exact == uri).then_some(usize::MAX),
+        UriPattern::Prefix(prefix) => uri.starts_with(prefix.as_str()).then_some(prefix.len()),
+        UriPattern::Any => Some(0),
+    };
+    rules
+        .iter()
+        .filter_map(|r| Some((specificity(r)?, r)))
+        // The first of equally specific rules wins, as in the file.
+        .fold(None::<(usize, &ResourceRule)>, |best, (n, r)| match best {
+            Some((b, _)) if b >= n => best,
+            _ => Some((n, r)),
+        })
+        .map(|(_, r)| r.class.clone())
+        .unwrap_or_default()
+}
+
 /// Access and risk from MCP tool annotations, with the specification's defaults for hints
 /// left out (`readOnlyHint` false, `destructiveHint` true). A tool without any of the hints
 /// says nothing, and stays unknown.
@@ -198,6 +259,63 @@ mod tests {
             data_classes: None,
             groups: None,
         }
+    }
+
+    #[test]
+    fn prompts_and_resources_take_the_most_specific_rule() {
+        use crate::uri::UriPattern;
+        let class = |classes: &[&str]| ContentClass {
+            data_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
+            groups: Vec::new(),
+        };
+        let prompts = vec![
+            PromptRule {
+                name: "*".into(),
+                class: class(&["internal"]),
+            },
+            PromptRule {
+                name: "payroll".into(),
+                class: class(&["pii"]),
+            },
+        ];
+        assert_eq!(classify_prompt(&prompts, "payroll"), class(&["pii"]));
+        assert_eq!(classify_prompt(&prompts, "summary"), class(&["internal"]));
+        assert_eq!(classify_prompt(&[], "summary"), ContentClass::default());
+        let uri = |t: &str| UriPattern::parse(t).unwrap();
+        let resources = vec![
+            ResourceRule {
+                uri: uri("*"),
+                class: class(&["internal"]),
+            },
+            ResourceRule {
+                uri: uri("file:///hr/*"),
+                class: class(&["pii"]),
+            },
+            ResourceRule {
+                uri: uri("file:///hr/public/*"),
+                class: class(&[]),
+            },
+            ResourceRule {
+                uri: uri("file:///hr/public/salaries.csv"),
+                class: class(&["pii", "finance"]),
+            },
+        ];
+        assert_eq!(
+            classify_resource(&resources, "file:///hr/people.csv"),
+            class(&["pii"])
+        );
+        assert_eq!(
+            classify_resource(&resources, "file:///hr/public/handbook.md"),
+            class(&[])
+        );
+        assert_eq!(
+            classify_resource(&resources, "file:///hr/public/salaries.csv"),
+            class(&["pii", "finance"])
+        );
+        assert_eq!(
+            classify_resource(&resources, "file:///notes.md"),
+            class(&["internal"])
+        );
     }
 
     #[test]

@@ -517,7 +517,10 @@ enum Stray<'t> {
 
 fn stray<'t>(caller: &Caller, tool: &'t KnownTool) -> Option<Stray<'t>> {
     let grant = &caller.task.grant;
-    if !grant.allows_tool(&tool.facts.server, &tool.tool) {
+    if !grant.allows(writ_core::task::Target::Tool {
+        server: &tool.facts.server,
+        name: &tool.tool,
+    }) {
         return Some(Stray::Tools);
     }
     tool.facts

@@ -9,6 +9,13 @@
 //! access = "write"
 //! risk = "medium"
 //!
+//! [prompts."notes.summary"] # a prompt's facts (`server.prompt`); none by default
+//! data_classes = ["internal"]
+//!
+//! [resources."file:///reports/q3.txt"]   # a resource's facts, by URI; `server` is required
+//! server = "notes"
+//! data_classes = ["finance"]
+//!
 //! [defaults]                # what every case has unless it says otherwise
 //! environment = "prod"
 //! time = "2026-11-18T10:00:00Z"
@@ -17,7 +24,9 @@
 //! [[case]]
 //! name = "a researcher may write notes"
 //! agent = "alice"
-//! action = "call"           # discover | call | begin_task | delegate
+//! action = "call"           # discover | call | begin_task | delegate, or for prompts and
+//!                           # resources discover_prompt | get_prompt (with `prompt`),
+//!                           # discover_resource | read_resource (with `resource`)
 //! tool = "notes.write"
 //! arguments = { text = "hello" }
 //! expect = "allow"          # allow | deny | approval_required
@@ -29,7 +38,10 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use writ_core::tools::{Access, Risk, ToolClass};
 
-use crate::{Action, AgentFacts, Decision, Engine, Situation, TaskFacts, ToolFacts};
+use crate::{
+    Action, AgentFacts, ContentFacts, ContentKind, Decision, Engine, Situation, TaskFacts,
+    ToolFacts,
+};
 
 /// Why a cases file could not be run at all.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +64,10 @@ struct File {
     agents: HashMap<String, RawAgent>,
     #[serde(default)]
     tools: HashMap<String, RawTool>,
+    #[serde(default)]
+    prompts: HashMap<String, RawContent>,
+    #[serde(default)]
+    resources: HashMap<String, RawContent>,
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
@@ -76,6 +92,17 @@ struct RawTool {
     groups: Vec<String>,
     #[serde(default)]
     trusted: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawContent {
+    server: Option<String>,
+    template: Option<String>,
+    #[serde(default)]
+    data_classes: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -112,6 +139,8 @@ struct RawCase {
     agent: String,
     action: String,
     tool: Option<String>,
+    prompt: Option<String>,
+    resource: Option<String>,
     arguments: Option<toml::Value>,
     #[serde(default)]
     approved: bool,
@@ -186,14 +215,63 @@ fn run_case(engine: &Engine, file: &File, case: &RawCase) -> Result<CaseOutcome,
             .ok_or_else(|| bad(format!("action `{action}` needs `tool`")))?;
         Ok::<_, CasesError>(tool_facts(file, name))
     };
+    let content = |kind: ContentKind| match kind {
+        ContentKind::Prompt => case
+            .prompt
+            .as_deref()
+            .ok_or_else(|| bad(format!("action `{action}` needs `prompt`")))
+            .map(|name| content_facts(file, kind, name)),
+        ContentKind::Resource => {
+            let uri = case
+                .resource
+                .as_deref()
+                .ok_or_else(|| bad(format!("action `{action}` needs `resource`")))?;
+            let facts = content_facts(file, kind, uri);
+            if facts.server.is_empty() {
+                return Err(bad(format!(
+                    "resource `{uri}` needs `[resources.\"{uri}\"] server = \"…\"`"
+                )));
+            }
+            Ok(facts)
+        }
+    };
+    let arguments = || {
+        case.arguments
+            .as_ref()
+            .map(|a| serde_json::to_value(a).map_err(|e| bad(e.to_string())))
+            .transpose()
+    };
     let decision = match action {
         Action::Discover => engine.discover(&agent, &tool()?, &task, &situation),
+        Action::DiscoverPrompt | Action::DiscoverResource => {
+            let kind = if action == Action::DiscoverPrompt {
+                ContentKind::Prompt
+            } else {
+                ContentKind::Resource
+            };
+            let content = content(kind)?;
+            match engine.list_context(&task, &situation) {
+                Ok(context) => engine.discover_content(&agent, &content, &context),
+                Err(e) => return Err(bad(e.to_string())),
+            }
+        }
+        Action::GetPrompt | Action::ReadResource => {
+            let kind = if action == Action::GetPrompt {
+                ContentKind::Prompt
+            } else {
+                ContentKind::Resource
+            };
+            engine.use_content(
+                &agent,
+                &content(kind)?,
+                &task,
+                arguments()?.as_ref(),
+                case.approved,
+                &situation,
+            )
+        }
         Action::Call => {
-            let arguments = case
-                .arguments
-                .as_ref()
-                .map(|a| serde_json::to_value(a).map_err(|e| bad(e.to_string())))
-                .transpose()?;
+            let arguments = arguments()?;
             engine.call(
                 &agent,
                 &tool()?,
@@ -274,6 +352,29 @@ fn agent_facts(file: &File, name: &str) -> AgentFacts {
         name: name.to_owned(),
         team: raw.and_then(|a| a.team.clone()),
         owner: raw.and_then(|a| a.owner.clone()),
+    }
+}
+
+/// A prompt (`server.prompt`) or resource (URI) as the file describes it.
+fn content_facts(file: &File, kind: ContentKind, name: &str) -> ContentFacts {
+    let raw = match kind {
+        ContentKind::Prompt => file.prompts.get(name),
+        ContentKind::Resource => file.resources.get(name),
+    };
+    let server = match (kind, raw.and_then(|r| r.server.clone())) {
+        (_, Some(server)) => server,
+        (ContentKind::Prompt, None) => name.split_once('.').map_or(name, |(s, _)| s).to_owned(),
+        (ContentKind::Resource, None) => String::new(),
+    };
+    ContentFacts {
+        kind,
+        name: name.to_owned(),
+        server,
+        template: raw.and_then(|r| r.template.clone()),
+        class: writ_core::tools::ContentClass {
+            data_classes: raw.map(|r| r.data_classes.clone()).unwrap_or_default(),
+            groups: raw.map(|r| r.groups.clone()).unwrap_or_default(),
+        },
     }
 }
 

@@ -40,6 +40,71 @@ pub struct ToolFacts {
     pub class: ToolClass,
 }
 
+/// Whether content is a prompt or a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentKind {
+    Prompt,
+    Resource,
+}
+
+impl ContentKind {
+    pub(crate) fn discover_action(self) -> crate::Action {
+        match self {
+            Self::Prompt => crate::Action::DiscoverPrompt,
+            Self::Resource => crate::Action::DiscoverResource,
+        }
+    }
+
+    pub(crate) fn use_action(self) -> crate::Action {
+        match self {
+            Self::Prompt => crate::Action::GetPrompt,
+            Self::Resource => crate::Action::ReadResource,
+        }
+    }
+}
+
+/// A prompt or a resource asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentFacts {
+    pub kind: ContentKind,
+    /// `server.prompt` for a prompt (whatever names agents see), the URI for a resource.
+    pub name: String,
+    pub server: String,
+    /// The URI template a resource's URI matched, when it was not listed itself.
+    pub template: Option<String>,
+    pub class: writ_core::tools::ContentClass,
+}
+
+impl ContentFacts {
+    fn uid(&self) -> Result<EntityUid, FactsError> {
+        match self.kind {
+            ContentKind::Prompt => uid("Prompt", &self.name),
+            ContentKind::Resource => uid("Resource", &self.name),
+        }
+    }
+
+    /// The entity, with its server and groups as parents.
+    fn entity(&self) -> Result<Entity, FactsError> {
+        let mut parents = vec![uid("Server", &self.server)?];
+        for group in &self.class.groups {
+            parents.push(uid("ToolGroup", group)?);
+        }
+        let mut attrs = vec![
+            ("server".to_owned(), text(&self.server)),
+            ("data_classes".to_owned(), set(&self.class.data_classes)),
+        ];
+        if self.kind == ContentKind::Resource {
+            attrs.push(("uri".to_owned(), text(&self.name)));
+            attrs.push((
+                "template".to_owned(),
+                text(self.template.as_deref().unwrap_or("")),
+            ));
+        }
+        Entity::new_with_tags(self.uid()?, attrs, parents, [])
+            .map_err(|e| fail("prompt or resource")(e.to_string()))
+    }
+}
+
 /// The task the request belongs to (or, for `begin_task`, would begin).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskFacts {
@@ -79,12 +144,14 @@ fn fail(what: &str) -> impl Fn(String) -> FactsError + '_ {
 }
 
 /// The entity types of Writ's schema, parsed once (Cedar's parser is not free).
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 11] = [
     "Agent",
     "Team",
     "Server",
     "ToolGroup",
     "Tool",
+    "Prompt",
+    "Resource",
     "Task",
     "Arguments",
     "ArgumentNumbers",
@@ -277,6 +344,23 @@ pub(crate) fn call_request(
 ) -> Result<Built, FactsError> {
     let mut fields = situation.common(task, reads)?;
     let mut entities = Vec::new();
+    call_fields(call, reads, &mut fields, &mut entities)?;
+    Ok(Built {
+        principal: agent.uid()?,
+        resource: tool.uid()?,
+        context: context(fields)?,
+        entities,
+    })
+}
+
+/// What a use adds to the context of a discovery (those of it policies read): whether
+/// it was approved, and its arguments as entities with one tag per leaf.
+fn call_fields(
+    call: &CallFacts<'_>,
+    reads: &Reads,
+    fields: &mut Vec<(&'static str, Expr)>,
+    entities: &mut Vec<Entity>,
+) -> Result<(), FactsError> {
     let leaves = call
         .arguments
         .map(flatten)
@@ -302,10 +386,48 @@ pub(crate) fn call_request(
         fields.push(("arguments", Expr::new_entity_uid(arguments)));
         fields.push(("argument_numbers", Expr::new_entity_uid(numbers)));
     }
+    Ok(())
+}
+
+/// What a `get_prompt` or `read_resource` decides on besides the agent and the content.
+pub(crate) struct UseFacts<'a> {
+    pub task: &'a TaskFacts,
+    pub situation: &'a Situation,
+    pub call: CallFacts<'a>,
+}
+
+/// A decision on a prompt or resource: `discover_*` with the list's shared context, or a
+/// use (`get_prompt`, `read_resource`) with its own.
+pub(crate) fn content_request(
+    agent: &AgentFacts,
+    content: &ContentFacts,
+    list: Option<&Context>,
+    used: Option<&UseFacts<'_>>,
+) -> Result<Built, FactsError> {
+    let mut entities = vec![agent.entity()?, content.entity()?];
+    let context = match (list, used) {
+        (Some(list), _) => list.clone(),
+        (None, Some(used)) => {
+            let everything = Reads::everything();
+            let mut fields = used.situation.common(used.task, &everything)?;
+            match content.kind {
+                // A prompt's arguments are given to policy as a tool call's are.
+                ContentKind::Prompt => {
+                    call_fields(&used.call, &everything, &mut fields, &mut entities)?
+                }
+                // A read has no arguments.
+                ContentKind::Resource => {
+                    fields.push(("approved", Expr::new_bool(used.call.approved)));
+                }
+            }
+            context(fields)?
+        }
+        (None, None) => return Err(FactsError("a content request needs a context".into())),
+    };
     Ok(Built {
         principal: agent.uid()?,
-        resource: tool.uid()?,
-        context: context(fields)?,
+        resource: content.uid()?,
+        context,
         entities,
     })
 }

@@ -29,8 +29,8 @@ use serde_json::Value;
 
 pub use cases::{CaseOutcome, CasesError, run_cases};
 pub use facts::{
-    AgentFacts, FactsError, MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_LEAVES, MAX_ARGUMENT_TEXT, Situation,
-    TaskFacts, ToolFacts,
+    AgentFacts, ContentFacts, ContentKind, FactsError, MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_LEAVES,
+    MAX_ARGUMENT_TEXT, Situation, TaskFacts, ToolFacts,
 };
 pub use load::{LoadError, Source, read_dir};
 
@@ -44,10 +44,23 @@ pub enum Action {
     Call,
     BeginTask,
     Delegate,
+    DiscoverPrompt,
+    GetPrompt,
+    DiscoverResource,
+    ReadResource,
 }
 
 impl Action {
-    pub const ALL: [Self; 4] = [Self::Discover, Self::Call, Self::BeginTask, Self::Delegate];
+    pub const ALL: [Self; 8] = [
+        Self::Discover,
+        Self::Call,
+        Self::BeginTask,
+        Self::Delegate,
+        Self::DiscoverPrompt,
+        Self::GetPrompt,
+        Self::DiscoverResource,
+        Self::ReadResource,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +68,10 @@ impl Action {
             Self::Call => "call",
             Self::BeginTask => "begin_task",
             Self::Delegate => "delegate",
+            Self::DiscoverPrompt => "discover_prompt",
+            Self::GetPrompt => "get_prompt",
+            Self::DiscoverResource => "discover_resource",
+            Self::ReadResource => "read_resource",
         }
     }
 
@@ -336,6 +353,50 @@ impl Engine {
                 built.entities.push(agent.entity()?);
                 built.entities.push(tool.entity()?);
                 Ok(built)
+            })
+        };
+        approval_would_do(decide, approved)
+    }
+
+    /// May `agent` see a prompt or resource in its list? `context` is the list's, as for
+    /// tools. Lists of prompts and resources are short, so they are decided over every
+    /// policy of the action (already sliced by action) rather than a per-item slice.
+    pub fn discover_content(
+        &self,
+        agent: &AgentFacts,
+        content: &ContentFacts,
+        context: &ListContext,
+    ) -> Decision {
+        let action = content.kind.discover_action();
+        let set = self.index.whole(action);
+        self.decide(action, &set, Known::Nothing, || {
+            facts::content_request(agent, content, Some(&context.0), None)
+        })
+    }
+
+    /// May `agent` get this prompt (with these arguments) or read this resource?
+    pub fn use_content(
+        &self,
+        agent: &AgentFacts,
+        content: &ContentFacts,
+        task: &TaskFacts,
+        arguments: Option<&Value>,
+        approved: bool,
+        situation: &Situation,
+    ) -> Decision {
+        let action = content.kind.use_action();
+        let set = self.index.whole(action);
+        let decide = |approved: bool| {
+            let used = facts::UseFacts {
+                task,
+                situation,
+                call: facts::CallFacts {
+                    arguments,
+                    approved,
+                },
+            };
+            self.decide(action, &set, Known::Nothing, || {
+                facts::content_request(agent, content, None, Some(&used))
             })
         };
         approval_would_do(decide, approved)

@@ -245,8 +245,9 @@ fn slices_decide_exactly_as_the_whole_set() {
              @id(\"server-{i}\") forbid(principal, action, resource) when {{ principal in Writ::Team::\"t{team}\" && action == Writ::Action::\"call\" && resource in Writ::Server::\"{server}\" && resource.risk_level > {level} }};\n"
         ));
     }
-    scoped.push_str("@id(\"group\") permit(principal, action, resource in Writ::ToolGroup::\"g\") when { resource.access == \"read\" };\n");
-    open.push_str("@id(\"group\") permit(principal, action, resource) when { resource in Writ::ToolGroup::\"g\" && resource.access == \"read\" };\n");
+    // Prompts and resources are in groups too; `is Writ::Tool` keeps `access` readable.
+    scoped.push_str("@id(\"group\") permit(principal, action, resource is Writ::Tool in Writ::ToolGroup::\"g\") when { resource.access == \"read\" };\n");
+    open.push_str("@id(\"group\") permit(principal, action, resource) when { resource is Writ::Tool && resource in Writ::ToolGroup::\"g\" && resource.access == \"read\" };\n");
     for text in [&mut scoped, &mut open] {
         text.push_str("@id(\"busy\") forbid(principal, action == Writ::Action::\"call\", resource) when { context.task.calls > 3 };\n");
     }

@@ -8,7 +8,8 @@ use toml::Spanned;
 
 use super::{At, ConfigError};
 use crate::task::{LABEL_RULE, is_label};
-use crate::tools::{Access, Risk, ToolRule};
+use crate::tools::{Access, ContentClass, PromptRule, ResourceRule, Risk, ToolRule};
+use crate::uri::UriPattern;
 
 const DEFAULT_POLICY_DIR: &str = "policies";
 /// Policies written for production must hold when nobody said where Writ runs.
@@ -77,6 +78,79 @@ pub(super) struct RawToolRule {
     groups: Option<Spanned<Vec<String>>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPromptRule {
+    name: Spanned<String>,
+    data_classes: Option<Spanned<Vec<String>>>,
+    groups: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResourceRule {
+    uri: Spanned<String>,
+    data_classes: Option<Spanned<Vec<String>>>,
+    groups: Option<Spanned<Vec<String>>>,
+}
+
+/// A list of labels (data classes, groups), each checked.
+fn labels(
+    at: &At<'_>,
+    server: &str,
+    key: &str,
+    value: Option<Spanned<Vec<String>>>,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(list) => match list.get_ref().iter().find(|l| !is_label(l)) {
+            Some(bad) => Err(at.error(
+                &list,
+                format!("server `{server}`: {key} `{bad}` must be {LABEL_RULE}"),
+            )),
+            None => Ok(Some(list.into_inner())),
+        },
+    }
+}
+
+impl RawPromptRule {
+    pub(super) fn into_rule(self, at: &At<'_>, server: &str) -> Result<PromptRule, ConfigError> {
+        if self.name.get_ref().is_empty() {
+            return Err(at.error(
+                &self.name,
+                format!("server `{server}`: a `[[servers.prompts]]` entry needs a `name`"),
+            ));
+        }
+        Ok(PromptRule {
+            name: self.name.into_inner(),
+            class: ContentClass {
+                data_classes: labels(at, server, "data class", self.data_classes)?
+                    .unwrap_or_default(),
+                groups: labels(at, server, "group", self.groups)?.unwrap_or_default(),
+            },
+        })
+    }
+}
+
+impl RawResourceRule {
+    pub(super) fn into_rule(self, at: &At<'_>, server: &str) -> Result<ResourceRule, ConfigError> {
+        let uri = UriPattern::parse(self.uri.get_ref()).map_err(|e| {
+            at.error(
+                &self.uri,
+                format!("server `{server}`: `[[servers.resources]]` {e}"),
+            )
+        })?;
+        Ok(ResourceRule {
+            uri,
+            class: ContentClass {
+                data_classes: labels(at, server, "data class", self.data_classes)?
+                    .unwrap_or_default(),
+                groups: labels(at, server, "group", self.groups)?.unwrap_or_default(),
+            },
+        })
+    }
+}
+
 impl RawPolicy {
     pub(super) fn into_config(self, at: &At<'_>) -> Result<PolicyConfig, ConfigError> {
         let environment = match self.environment {
@@ -110,22 +184,12 @@ impl RawToolRule {
                 format!("server `{server}`: a `[[servers.tools]]` entry needs a `name`"),
             ));
         }
-        let labels = |key: &str, value: Option<Spanned<Vec<String>>>| match value {
-            None => Ok(None),
-            Some(list) => match list.get_ref().iter().find(|l| !is_label(l)) {
-                Some(bad) => Err(at.error(
-                    &list,
-                    format!("server `{server}`: {key} `{bad}` must be {LABEL_RULE}"),
-                )),
-                None => Ok(Some(list.into_inner())),
-            },
-        };
         Ok(ToolRule {
             name: self.name.into_inner(),
             access: self.access,
             risk: self.risk,
-            data_classes: labels("data class", self.data_classes)?,
-            groups: labels("tool group", self.groups)?,
+            data_classes: labels(at, server, "data class", self.data_classes)?,
+            groups: labels(at, server, "tool group", self.groups)?,
         })
     }
 }
