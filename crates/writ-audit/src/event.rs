@@ -35,6 +35,26 @@ pub mod kinds {
     pub const CALL_COMPLETED: &str = "call.completed";
     /// A call strayed from its task's purpose.
     pub const CALL_DEVIATION: &str = "call.deviation";
+    /// Prompts were listed to an agent: which were shown and which were hidden.
+    pub const PROMPTS_DISCOVERED: &str = "prompts.discovered";
+    /// Resources or resource templates were listed to an agent (`list` says which).
+    pub const RESOURCES_DISCOVERED: &str = "resources.discovered";
+    /// A prompt get (or a completion of its arguments) was decided; fields as `call.decided`.
+    pub const PROMPT_DECIDED: &str = "prompt.decided";
+    /// A prompt get strayed from its task's purpose.
+    pub const PROMPT_DEVIATION: &str = "prompt.deviation";
+    /// A prompt get was forwarded.
+    pub const PROMPT_FORWARDED: &str = "prompt.forwarded";
+    /// A prompt get came back.
+    pub const PROMPT_COMPLETED: &str = "prompt.completed";
+    /// A resource read (or a completion of a template's arguments) was decided, with its URI.
+    pub const RESOURCE_DECIDED: &str = "resource.decided";
+    /// A resource read strayed from its task's purpose.
+    pub const RESOURCE_DEVIATION: &str = "resource.deviation";
+    /// A resource read was forwarded.
+    pub const RESOURCE_FORWARDED: &str = "resource.forwarded";
+    /// A resource read came back.
+    pub const RESOURCE_COMPLETED: &str = "resource.completed";
     /// A call waits for a human's approval.
     pub const APPROVAL_REQUESTED: &str = "approval.requested";
     /// An approver granted a call.
@@ -71,6 +91,16 @@ pub mod kinds {
         CALL_FORWARDED,
         CALL_COMPLETED,
         CALL_DEVIATION,
+        PROMPTS_DISCOVERED,
+        RESOURCES_DISCOVERED,
+        PROMPT_DECIDED,
+        PROMPT_DEVIATION,
+        PROMPT_FORWARDED,
+        PROMPT_COMPLETED,
+        RESOURCE_DECIDED,
+        RESOURCE_DEVIATION,
+        RESOURCE_FORWARDED,
+        RESOURCE_COMPLETED,
         APPROVAL_REQUESTED,
         APPROVAL_GRANTED,
         APPROVAL_DENIED,
@@ -187,7 +217,7 @@ mod tests {
             assert!(is_valid_kind(kind), "{kind}");
             assert!(seen.insert(*kind), "{kind} twice");
         }
-        assert_eq!(kinds::ALL.len(), 23);
+        assert_eq!(kinds::ALL.len(), 33);
     }
 
     #[test]

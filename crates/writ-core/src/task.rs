@@ -96,7 +96,7 @@ impl ToolPattern {
             return Ok(Self::Any);
         }
         let Some((server, rest)) = text.split_once('.') else {
-            return Err(format!("pattern `{text}` must be {PATTERN_RULE}"));
+            return Err(format!("tool pattern `{text}` must be {PATTERN_RULE}"));
         };
         let server = ServerName::parse(server).map_err(|err| err.to_string())?;
         if rest == "*" {
@@ -108,18 +108,18 @@ impl ToolPattern {
             }
             if !crate::naming::is_valid_tool_name(prompt) || prompt.contains('*') {
                 return Err(format!(
-                    "pattern `{text}`: `{prompt}` is not a prompt name (wildcards only as `server.prompt:*`)"
+                    "tool pattern `{text}`: `{prompt}` is not a prompt name (wildcards only as `server.prompt:*`)"
                 ));
             }
             return Ok(Self::Prompt(server, PromptNames::One(prompt.to_owned())));
         }
         if let Some(uri) = rest.strip_prefix("resource:") {
-            let uri = UriPattern::parse(uri).map_err(|e| format!("pattern `{text}`: {e}"))?;
+            let uri = UriPattern::parse(uri).map_err(|e| format!("tool pattern `{text}`: {e}"))?;
             return Ok(Self::Resource(server, uri));
         }
         if !crate::naming::is_valid_tool_name(rest) || rest.contains('*') {
             return Err(format!(
-                "pattern `{text}`: `{rest}` is not a tool name (it must be {PATTERN_RULE})"
+                "tool pattern `{text}`: `{rest}` is not a tool name (it must be {PATTERN_RULE})"
             ));
         }
         Ok(Self::Tool(server, rest.to_owned()))
@@ -543,7 +543,7 @@ mod tests {
             ),
             (
                 r#"[{"type":"mcp_task","purpose":"x","tools":["bad"]}]"#,
-                "pattern `bad`",
+                "tool pattern `bad`",
             ),
             (
                 r#"[{"type":"mcp_task","purpose":"x","tools":["a.b"],"max_calls":0}]"#,

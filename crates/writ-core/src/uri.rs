@@ -199,9 +199,9 @@ impl UriTemplate {
                 Some('#') => format!("(?:#{RESERVED}*)?"),
                 Some('.') => format!(r"(?:\.{value})*"),
                 Some('/') => format!("(?:/{value})*"),
-                Some(';') => format!(r"(?:;(?:[A-Za-z0-9\-._~=,]|%[0-9A-Fa-f]{{2}})*)*"),
+                Some(';') => r"(?:;(?:[A-Za-z0-9\-._~=,]|%[0-9A-Fa-f]{2})*)*".to_owned(),
                 // `?` starts a query, `&` continues one.
-                Some(_) => format!(r"(?:[?&](?:[A-Za-z0-9\-._~=,&]|%[0-9A-Fa-f]{{2}})*)?"),
+                Some(_) => r"(?:[?&](?:[A-Za-z0-9\-._~=,&]|%[0-9A-Fa-f]{2})*)?".to_owned(),
             });
             rest = after.get(close + 1..).unwrap_or_default();
         }

@@ -309,14 +309,7 @@ impl Shared {
         events: Vec<(Event, Waiting)>,
         checkpoint: bool,
     ) {
-        let outcome = committer.commit(events, checkpoint).await;
-        match outcome {
-            Some(true) if !self.healthy.swap(true, Ordering::AcqRel) => {
-                tracing::info!("the audit log is written again");
-            }
-            Some(false) => self.healthy.store(false, Ordering::Release),
-            _ => {}
-        }
+        committer.commit(events, checkpoint, &self.healthy).await;
         self.room.notify_waiters();
     }
 }
@@ -487,11 +480,17 @@ struct Committer {
 
 impl Committer {
     /// Seals and commits `events`, with a checkpoint if one is due or `checkpoint` asks
-    /// for one, and answers everyone waiting. Whether the write succeeded; `None` when
-    /// there was nothing to write.
-    async fn commit(&mut self, events: Vec<(Event, Waiting)>, checkpoint: bool) -> Option<bool> {
+    /// for one, and answers everyone waiting. `healthy` takes the outcome before anyone
+    /// is answered, so a caller answered after a recovered write finds the gateway
+    /// ready again.
+    async fn commit(
+        &mut self,
+        events: Vec<(Event, Waiting)>,
+        checkpoint: bool,
+        healthy: &AtomicBool,
+    ) {
         if events.is_empty() && (!checkpoint || self.unsigned == 0) {
-            return None;
+            return;
         }
         let before = self.chain.clone();
         let now = now_ms();
@@ -523,11 +522,13 @@ impl Committer {
             }
         }
         let written = outcome.is_ok();
+        if healthy.swap(written, Ordering::AcqRel) != written && written {
+            tracing::info!("the audit log is written again");
+        }
         for done in waiting.into_iter().flatten() {
             let _ = done.send(outcome.clone());
         }
         self.sink.tidy().await;
-        Some(written)
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Tools and prompts are exposed as `server.name`; resources keep their URIs (a URI is the
 //! resource's identity and clients show it), and a read is routed to the server that
-//! listed the URI, or whose template's fixed prefix it starts with. The merged lists keep
-//! config order of servers and each server's own order, so pages are stable.
+//! listed the URI, or else to the one whose declared URI template matches it (the most
+//! specific, by fixed prefix). A URI neither listed nor matching a template is served by
+//! no server: it is refused, never guessed. The merged lists keep config order of
+//! servers and each server's own order, so pages are stable.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -12,15 +14,19 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use writ_core::config::ToolNames;
 use writ_core::naming::{self, ServerName};
+use writ_core::uri::UriTemplate;
 use writ_mcp::jsonrpc;
 use writ_mcp::upstream::{ListKind, Upstream, UpstreamError};
 
 /// One item of a list as agents see it: encoded once when the list is installed.
 #[derive(Debug)]
 pub struct Entry {
-    /// The exposed name (tools and prompts), so that screening a list never decodes an
-    /// item to find out what it is.
+    /// What the item is called: the exposed name (tools and prompts), the URI
+    /// (resources) or the URI template (templates), so that screening a list never
+    /// decodes an item to find out what it is.
     pub name: Option<String>,
+    /// The server that listed it, by index.
+    pub server: usize,
     pub raw: Box<RawValue>,
 }
 
@@ -50,10 +56,19 @@ struct ServerLists {
     tools: Arc<Vec<Entry>>,
     tool_names: Arc<HashSet<String>>,
     prompts: Arc<Vec<Entry>>,
+    prompt_names: Arc<HashSet<String>>,
     resources: Arc<Vec<Entry>>,
     templates: Arc<Vec<Entry>>,
-    resource_uris: Arc<Vec<String>>,
-    template_prefixes: Arc<Vec<String>>,
+    resource_uris: Arc<HashSet<String>>,
+    uri_templates: Arc<Vec<UriTemplate>>,
+}
+
+/// Where a resource URI is served: the server, and the template it matched when the
+/// server did not list the URI itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub server: usize,
+    pub template: Option<String>,
 }
 
 #[derive(Debug)]
@@ -75,7 +90,7 @@ struct FetchedList {
     list: ListName,
     /// Items with exposed names.
     items: Vec<Map<String, Value>>,
-    /// Exposed names (tools, prompts), URIs (resources) or URI prefixes (templates).
+    /// Exposed names (tools, prompts), URIs (resources) or URI templates (templates).
     keys: Vec<String>,
     /// The upstream's own names of tools and prompts, in step with `items`.
     names: Vec<String>,
@@ -187,44 +202,59 @@ impl Catalog {
             .is_some_and(|l| l.tool_names.contains(exposed))
     }
 
-    /// The server that serves resource `uri`: the one that listed it, else the one whose
-    /// template prefix matches, else the only server with resources.
-    pub fn resource_server(&self, uri: &str) -> Option<usize> {
+    /// True when `exposed` is a prompt some upstream currently lists.
+    pub fn has_prompt(&self, exposed: &str) -> bool {
         let lists = self
             .lists
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(index) = lists
-            .iter()
-            .position(|l| l.resource_uris.iter().any(|u| u == uri))
-        {
-            return Some(index);
+        let Some((index, _)) = self.resolve(exposed) else {
+            return false;
+        };
+        lists
+            .get(index)
+            .is_some_and(|l| l.prompt_names.contains(exposed))
+    }
+
+    /// The server that serves resource `uri` (already checked by `writ_core::uri::check`):
+    /// the first that listed it, else the one whose template matches with the longest
+    /// fixed prefix (the first in config order among equals). `None` when no server
+    /// lists or templates it.
+    pub fn resource_server(&self, uri: &str) -> Option<Served> {
+        let lists = self
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(server) = lists.iter().position(|l| l.resource_uris.contains(uri)) {
+            return Some(Served {
+                server,
+                template: None,
+            });
         }
-        let by_template = lists
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| {
-                l.template_prefixes
-                    .iter()
-                    .filter(|p| uri.starts_with(p.as_str()))
-                    .map(|p| (p.len(), i))
-                    .max()
-            })
-            .max();
-        if let Some((_, index)) = by_template {
-            return Some(index);
+        let mut best: Option<(usize, usize, &UriTemplate)> = None;
+        for (server, list) in lists.iter().enumerate() {
+            for template in list.uri_templates.iter().filter(|t| t.matches(uri)) {
+                let specificity = template.literal_prefix().len();
+                if best.is_none_or(|(b, _, _)| specificity > b) {
+                    best = Some((specificity, server, template));
+                }
+            }
         }
-        let with_resources: Vec<usize> = lists
+        best.map(|(_, server, template)| Served {
+            server,
+            template: Some(template.as_str().to_owned()),
+        })
+    }
+
+    /// The server that declared URI template `template` (a completion names one).
+    pub fn template_server(&self, template: &str) -> Option<usize> {
+        let lists = self
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lists
             .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.resources.is_empty() || !l.templates.is_empty())
-            .map(|(i, _)| i)
-            .collect();
-        match with_resources.as_slice() {
-            [only] => Some(*only),
-            [] if self.servers.len() == 1 => Some(0),
-            _ => None,
-        }
+            .position(|l| l.uri_templates.iter().any(|t| t.as_str() == template))
     }
 
     /// One page of a merged list, and the cursor of the next page.
@@ -307,14 +337,17 @@ impl Catalog {
                         part.keys.push(shown.clone());
                         item.insert("name".into(), Value::String(shown));
                     }
-                    ListName::Resources => part
-                        .keys
-                        .extend(item.get("uri").and_then(Value::as_str).map(str::to_owned)),
+                    ListName::Resources => {
+                        let Some(uri) = item.get("uri").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        part.keys.push(uri.to_owned());
+                    }
                     ListName::ResourceTemplates => {
-                        if let Some(template) = item.get("uriTemplate").and_then(Value::as_str) {
-                            part.keys
-                                .push(template.split('{').next().unwrap_or_default().to_owned());
-                        }
+                        let Some(template) = item.get("uriTemplate").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        part.keys.push(template.to_owned());
                     }
                 }
                 part.items.push(item);
@@ -334,14 +367,14 @@ impl Catalog {
             return;
         };
         for part in fetched.parts {
-            // Tools and prompts have an exposed name for every item, in step with them.
-            let named = matches!(part.list, ListName::Tools | ListName::Prompts);
+            // Every item has its key (name, URI or template), in step with it.
             let exposed: Vec<Entry> = part
                 .items
                 .iter()
-                .enumerate()
-                .map(|(i, item)| Entry {
-                    name: named.then(|| part.keys.get(i).cloned()).flatten(),
+                .zip(&part.keys)
+                .map(|(item, key)| Entry {
+                    name: Some(key.clone()),
+                    server: index,
                     raw: jsonrpc::to_raw(item),
                 })
                 .collect();
@@ -350,15 +383,30 @@ impl Catalog {
                     slot.tools = Arc::new(exposed);
                     slot.tool_names = Arc::new(part.keys.into_iter().collect());
                 }
-                ListName::Prompts => slot.prompts = Arc::new(exposed),
+                ListName::Prompts => {
+                    slot.prompts = Arc::new(exposed);
+                    slot.prompt_names = Arc::new(part.keys.into_iter().collect());
+                }
                 ListName::Resources => {
                     slot.resources = Arc::new(exposed);
-                    slot.resource_uris = Arc::new(part.keys);
+                    slot.resource_uris = Arc::new(part.keys.into_iter().collect());
                 }
                 ListName::ResourceTemplates => {
                     slot.templates = Arc::new(exposed);
-                    slot.template_prefixes =
-                        Arc::new(part.keys.into_iter().filter(|p| !p.is_empty()).collect());
+                    // A template Writ cannot compile routes nothing: reads under it are
+                    // refused rather than sent to a guessed server.
+                    slot.uri_templates = Arc::new(
+                        part.keys
+                            .iter()
+                            .filter_map(|t| match UriTemplate::parse(t) {
+                                Ok(template) => Some(template),
+                                Err(err) => {
+                                    tracing::warn!(%err, "skipping a resource template");
+                                    None
+                                }
+                            })
+                            .collect(),
+                    );
                 }
             }
         }
@@ -442,6 +490,7 @@ mod tests {
             .iter()
             .map(|n| Entry {
                 name: Some(n.to_string()),
+                server: index,
                 raw: jsonrpc::to_raw(
                     &serde_json::json!({ "name": n, "inputSchema": {"type": "object"} }),
                 ),

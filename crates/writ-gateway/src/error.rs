@@ -28,12 +28,30 @@ pub mod writ_code {
     pub const OUTSIDE_TASK: i64 = -31011;
     /// Writ could not decide, so it refused (HTTP 503).
     pub const UNAVAILABLE: i64 = -31012;
+    /// The task's call budget (`max_calls`) is spent (HTTP 403); the writ still lists.
+    pub const BUDGET_SPENT: i64 = -31013;
     /// Policy denied the call (HTTP 200; `data` names the policies and reasons).
     pub const POLICY_DENIED: i64 = -31020;
     /// Policy requires a human's approval first (`data.approvers` names the groups).
     pub const APPROVAL_REQUIRED: i64 = -31021;
     /// The tool's definition changed since it was pinned; an operator must accept it.
     pub const TOOL_HELD: i64 = -31022;
+}
+
+impl Denied {
+    /// What the agent (and the audit log) is told, in words.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NoToken => "a writ is required: begin a task at the token endpoint and send `Authorization: Bearer <writ>`".to_owned(),
+            Self::InvalidToken(why) | Self::InvalidProof(why) | Self::InsufficientScope(why) => {
+                why.clone()
+            }
+            Self::UseNonce(_) => {
+                "send the DPoP proof again with the nonce in `DPoP-Nonce`".to_owned()
+            }
+            Self::Unavailable => "Writ could not check the writ; try again".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +68,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The token service did not let the request in, or its task does not cover it.
-    #[error("{0:?}")]
+    #[error("{}", .0.message())]
     Denied(Denied),
     /// Writ is at fault; the detail is logged, the agent gets a generic message.
     #[error("internal error: {0}")]
@@ -121,25 +139,12 @@ impl GatewayError {
                 ..
             } => jsonrpc::error_response(id, *code, message, data.as_ref()),
             Self::Denied(denied) => {
-                let (code, message) = match denied {
-                    Denied::NoToken => (
-                        writ_code::NOT_AUTHENTICATED,
-                        "a writ is required: begin a task at the token endpoint and send `Authorization: Bearer <writ>`".to_owned(),
-                    ),
-                    Denied::InvalidToken(why) | Denied::InvalidProof(why) => {
-                        (writ_code::NOT_AUTHENTICATED, why.clone())
-                    }
-                    Denied::UseNonce(_) => (
-                        writ_code::NOT_AUTHENTICATED,
-                        "send the DPoP proof again with the nonce in `DPoP-Nonce`".to_owned(),
-                    ),
-                    Denied::InsufficientScope(why) => (writ_code::OUTSIDE_TASK, why.clone()),
-                    Denied::Unavailable => (
-                        writ_code::UNAVAILABLE,
-                        "Writ could not check the writ; try again".to_owned(),
-                    ),
+                let code = match denied {
+                    Denied::InsufficientScope(_) => writ_code::OUTSIDE_TASK,
+                    Denied::Unavailable => writ_code::UNAVAILABLE,
+                    _ => writ_code::NOT_AUTHENTICATED,
                 };
-                jsonrpc::error_response(id, code, &message, None)
+                jsonrpc::error_response(id, code, &denied.message(), None)
             }
             Self::Upstream(UpstreamError::Rpc(error)) => jsonrpc::raw_error_response(id, error),
             Self::Upstream(err) => jsonrpc::error_response(id, err.code(), &err.to_string(), None),

@@ -46,21 +46,37 @@ pub struct Gateway {
     /// Notifications for every agent stream (list changes), as JSON-RPC text.
     notices: broadcast::Sender<String>,
     allowed_origins: Vec<String>,
-    /// The token service; `None` only with `gateway.auth = "off"`.
-    tokens: Option<Arc<token::TokenService>>,
-    /// The policy set in force; `None` only with `gateway.auth = "off"` (no identity to
-    /// decide on).
-    policies: Option<Arc<policy::Policies>>,
+    /// Whether requests are checked, and with what.
+    mode: Mode,
     /// Tool classifications and pins.
     tools: tools::ToolRegistry,
-    on_deviation: writ_core::config::OnDeviation,
-    /// The audit log; `None` only with `gateway.auth = "off"`.
-    audit: Option<Arc<audit::AuditLog>>,
-    /// What is redacted from recorded arguments.
-    redact: writ_audit::RedactRules,
+    /// The servers' configuration: the facts of their prompts and resources.
+    servers: Vec<writ_core::config::ServerConfig>,
     /// Per server, the names of the credential references it is reached with.
     credentials: std::collections::HashMap<String, Option<String>>,
     shutdown: CancellationToken,
+}
+
+/// Whether the gateway checks who calls. One type says it, rather than several fields
+/// that are all `None` exactly when authentication is off.
+#[derive(Debug)]
+enum Mode {
+    /// `gateway.auth = "off"`: anyone who reaches the gateway may use every tool,
+    /// prompt and resource, unchecked and unrecorded. For local development only.
+    Open,
+    /// `gateway.auth = "on"` (the default): every request passes the pipeline.
+    Guarded(Guard),
+}
+
+/// What a guarded gateway checks requests with.
+#[derive(Debug)]
+struct Guard {
+    tokens: Arc<token::TokenService>,
+    policies: Arc<policy::Policies>,
+    audit: Arc<audit::AuditLog>,
+    on_deviation: writ_core::config::OnDeviation,
+    /// What is redacted from recorded arguments.
+    redact: writ_audit::RedactRules,
 }
 
 /// Why the gateway could not start.
@@ -129,6 +145,17 @@ impl Gateway {
             access.as_ref().map(|a| a.store.clone()),
             access.as_ref().map(|a| a.audit.clone()),
         );
+        let redact = events::redact_rules(config)?;
+        let mode = match access {
+            None => Mode::Open,
+            Some(access) => Mode::Guarded(Guard {
+                tokens: access.tokens,
+                policies: access.policies,
+                audit: access.audit,
+                on_deviation: config.tasks.on_deviation,
+                redact,
+            }),
+        };
         let gateway = Arc::new(Self {
             allowed_origins: allowed_origins(&config.gateway, listen),
             config: config.gateway.clone(),
@@ -141,20 +168,17 @@ impl Gateway {
             ),
             notices,
             tools,
-            on_deviation: config.tasks.on_deviation,
-            tokens: access.as_ref().map(|a| a.tokens.clone()),
-            audit: access.as_ref().map(|a| a.audit.clone()),
-            redact: events::redact_rules(config)?,
+            mode,
+            servers: config.servers.clone(),
             credentials: config
                 .servers
                 .iter()
                 .map(|s| (s.name.to_string(), events::credential_references(s)))
                 .collect(),
-            policies: access.map(|a| a.policies),
             shutdown,
         });
-        if let Some(tokens) = &gateway.tokens {
-            tokio::spawn(follow_pins(gateway.clone(), tokens.pin_changes()));
+        if let Some(guard) = gateway.guard() {
+            tokio::spawn(follow_pins(gateway.clone(), guard.tokens.pin_changes()));
         }
         for index in 0..gateway.upstreams.len() {
             tokio::spawn(follow_upstream(gateway.clone(), index));
@@ -163,10 +187,23 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// What requests are checked with; `None` with authentication off.
+    fn guard(&self) -> Option<&Guard> {
+        match &self.mode {
+            Mode::Open => None,
+            Mode::Guarded(guard) => Some(guard),
+        }
+    }
+
+    /// The audit log; `None` with authentication off.
+    fn audit(&self) -> Option<&Arc<audit::AuditLog>> {
+        self.guard().map(|g| &g.audit)
+    }
+
     /// Ready when every upstream is initialised and its lists are loaded, and the audit
     /// log's last write succeeded.
     pub fn is_ready(&self) -> bool {
-        self.audit.as_ref().is_none_or(|a| a.is_healthy())
+        self.audit().is_none_or(|a| a.is_healthy())
             && self
                 .upstreams
                 .iter()
@@ -344,9 +381,8 @@ async fn sweep_sessions(gateway: Arc<Gateway>) {
 /// The HTTP routes, without a socket (usable from tests with `tower::ServiceExt`).
 pub fn app(gateway: Arc<Gateway>) -> Router {
     let token_routes = gateway
-        .tokens
-        .clone()
-        .map(token::endpoints::routes)
+        .guard()
+        .map(|g| token::endpoints::routes(g.tokens.clone()))
         .unwrap_or_default();
     Router::new()
         .route(
@@ -368,7 +404,7 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
         .map(|u| (u.name().to_string(), Value::Bool(u.is_ready())))
         .collect();
     let ready = gateway.is_ready();
-    let audit = gateway.audit.as_ref().map(|a| a.is_healthy());
+    let audit = gateway.audit().map(|a| a.is_healthy());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -527,7 +563,7 @@ impl Running {
             upstream.stop().await;
         }
         // Last: the drained calls' outcomes are in the chain before its final checkpoint.
-        if let Some(audit) = &self.gateway.audit {
+        if let Some(audit) = self.gateway.audit() {
             audit.close().await;
         }
     }

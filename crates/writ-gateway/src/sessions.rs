@@ -25,6 +25,9 @@ pub struct Session {
     in_flight: Mutex<HashMap<String, CancellationToken>>,
     /// Cancelled when the session ends, closing its streams.
     pub ended: CancellationToken,
+    /// The log level the agent asked for (`logging/setLevel`): this session's own, never
+    /// passed to upstreams, whose sessions every agent shares.
+    log_level: Mutex<Option<String>>,
 }
 
 impl Session {
@@ -48,6 +51,16 @@ impl Session {
             request_id: request_id.to_owned(),
             token,
         }
+    }
+
+    /// Keeps the log level the agent set for this session.
+    pub fn set_log_level(&self, level: &str) {
+        *lock(&self.log_level) = Some(level.to_owned());
+    }
+
+    /// The log level the agent set, if it set one.
+    pub fn log_level(&self) -> Option<String> {
+        lock(&self.log_level).clone()
     }
 
     /// Cancels an in-flight request of this session; unknown ids are ignored, as the spec asks.
@@ -108,6 +121,7 @@ impl Sessions {
             last_seen_ms: AtomicU64::new(0),
             in_flight: Mutex::default(),
             ended: CancellationToken::new(),
+            log_level: Mutex::default(),
         });
         self.by_id
             .write()

@@ -35,6 +35,7 @@ const APPROVAL_REQUIRED: i64 = -31021;
 const TOOL_HELD: i64 = -31022;
 const NOT_AUTHENTICATED: i64 = -31010;
 const OUTSIDE_TASK: i64 = -31011;
+const BUDGET_SPENT: i64 = -31013;
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -838,7 +839,7 @@ async fn the_call_budget_counts_only_calls_policy_allowed() {
     }
     let over = fx.mcp.call(writ, "notes.read", json!({})).await;
     assert_eq!(
-        over.error(StatusCode::UNAUTHORIZED, NOT_AUTHENTICATED),
+        over.error(StatusCode::FORBIDDEN, BUDGET_SPENT),
         format!(
             "task `{}` has used all 2 of its calls; begin a new task",
             begun.task
@@ -1391,9 +1392,9 @@ async fn every_call_decision_is_recorded_in_the_audit_chain() {
             ("call.completed", Some("notes.write"), None),
             ("call.decided", Some("ops.run"), Some("deny")),
             ("call.decided", Some("ops.run"), Some("approval_required")),
-            // The task is revoked as the deviation is found, before the call's record.
-            ("task.revoked", None, None),
+            // The deviation is recorded first, then the task is revoked.
             ("call.deviation", Some("crm.lookup"), Some("deviation")),
+            ("task.revoked", None, None),
         ]
     );
     let decided: Vec<&writ_audit::Record> = records

@@ -968,9 +968,19 @@ async fn a_ttl_over_the_maximum_is_clipped_and_budgets_are_enforced() {
         fx.call(&auth, None, "notes.read").await.status(),
         StatusCode::OK
     );
+    // A spent budget refuses the use (403, Writ's own code), not the writ: it is not a
+    // dead or invalid token, and the task still lists.
     let third = fx.call(&auth, None, "notes.read").await;
-    assert_eq!(third.status(), StatusCode::UNAUTHORIZED);
-    assert!(www_authenticate(&third).contains("used all 2 of its calls"));
+    assert_eq!(third.status(), StatusCode::FORBIDDEN);
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -31013, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("used all 2 of its calls"),
+        "{body}"
+    );
     fx.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! A small MCP server over Streamable HTTP, for Writ's own demo and benchmark servers.
 //!
-//! It serves tools only, answers in JSON (never SSE), and issues a session id so it
+//! It serves tools, and optionally prompts, resources and resource templates with text
+//! content ([`Content`]); it answers in JSON (never SSE), and issues a session id so it
 //! behaves like the session-era servers Writ fronts in production. A request that carries
 //! the 2026-07-28 revision in `_meta` is answered as a stateless server answers it (a
 //! `resultType` on every result), so `writ bench` can compare that era directly too.
@@ -74,10 +75,23 @@ pub fn text_result(text: impl Into<String>) -> Value {
     json!({ "content": [{ "type": "text", "text": text.into() }], "isError": false })
 }
 
+/// The prompts, resources and resource templates a kit server offers besides tools.
+#[derive(Debug, Clone, Default)]
+pub struct Content {
+    /// Prompts, by name, with the text `prompts/get` returns.
+    pub prompts: Vec<(String, String)>,
+    /// Resources, by URI, with the text `resources/read` returns.
+    pub resources: Vec<(String, String)>,
+    /// URI templates; a read of a URI starting with a template's fixed prefix returns
+    /// `template {template}: {uri}`.
+    pub templates: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct ToolServer {
     name: String,
     tools: Vec<Tool>,
+    content: Content,
     /// The `tools/list` result, encoded once.
     list: String,
     /// The same for a 2026-07-28 request (with `resultType`).
@@ -85,19 +99,128 @@ pub struct ToolServer {
     /// How many `tools/call` requests arrived, known tool or not (tests use it to prove
     /// that a refused call never reached the server).
     tool_calls: std::sync::atomic::AtomicU64,
+    /// How many `prompts/get`, `resources/read` and `completion/complete` requests arrived.
+    content_uses: std::sync::atomic::AtomicU64,
 }
 
 impl ToolServer {
     pub fn new(name: &str, tools: Vec<Tool>) -> Arc<Self> {
+        Self::with_content(name, tools, Content::default())
+    }
+
+    /// A server with prompts, resources and templates besides its tools.
+    pub fn with_content(name: &str, tools: Vec<Tool>, content: Content) -> Arc<Self> {
         let definitions: Vec<Value> = tools.iter().map(Tool::definition).collect();
         let list = json!({ "tools": definitions }).to_string();
         let list_stateless = json!({ "tools": definitions, "resultType": "complete" }).to_string();
         Arc::new(Self {
             name: name.into(),
             tools,
+            content,
             list,
             list_stateless,
             tool_calls: Default::default(),
+            content_uses: Default::default(),
+        })
+    }
+
+    /// How many prompt gets, resource reads and completions this server has received.
+    pub fn content_uses(&self) -> u64 {
+        self.content_uses.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn capabilities(&self) -> Value {
+        let mut capabilities = json!({ "tools": { "listChanged": false } });
+        if let Some(map) = capabilities.as_object_mut() {
+            if !self.content.prompts.is_empty() {
+                map.insert("prompts".into(), json!({ "listChanged": false }));
+                map.insert("completions".into(), json!({}));
+            }
+            if !self.content.resources.is_empty() || !self.content.templates.is_empty() {
+                map.insert("resources".into(), json!({ "listChanged": false }));
+                map.insert("completions".into(), json!({}));
+            }
+        }
+        capabilities
+    }
+
+    /// Answers the content methods, `None` for any other method.
+    fn answer_content(
+        &self,
+        method: &str,
+        params: &Map<String, Value>,
+    ) -> Option<Result<Value, (i64, String)>> {
+        let count = || {
+            self.content_uses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        };
+        let content = &self.content;
+        Some(match method {
+            "prompts/list" => Ok(
+                json!({ "prompts": content.prompts.iter().map(|(name, _)| json!({
+                "name": name,
+                "description": "A kit prompt.",
+                "arguments": [{ "name": "topic", "required": false }],
+            })).collect::<Vec<_>>() }),
+            ),
+            "prompts/get" => {
+                count();
+                let name = params
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                content
+                    .prompts
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, text)| {
+                        json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": text } }] })
+                    })
+                    .ok_or((code::INVALID_PARAMS, format!("unknown prompt `{name}`")))
+            }
+            "resources/list" => Ok(
+                json!({ "resources": content.resources.iter().map(|(uri, _)| json!({
+                "uri": uri,
+                "name": uri,
+                "mimeType": "text/plain",
+            })).collect::<Vec<_>>() }),
+            ),
+            "resources/templates/list" => Ok(
+                json!({ "resourceTemplates": content.templates.iter().map(|t| json!({
+                "uriTemplate": t,
+                "name": t,
+            })).collect::<Vec<_>>() }),
+            ),
+            "resources/read" => {
+                count();
+                let uri = params
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let listed = content
+                    .resources
+                    .iter()
+                    .find(|(u, _)| u == uri)
+                    .map(|(_, t)| t.clone());
+                let templated = || {
+                    content
+                        .templates
+                        .iter()
+                        .find(|t| uri.starts_with(t.split('{').next().unwrap_or_default()))
+                        .map(|t| format!("template {t}: {uri}"))
+                };
+                listed
+                    .or_else(templated)
+                    .map(|text| json!({ "contents": [{ "uri": uri, "mimeType": "text/plain", "text": text }] }))
+                    .ok_or((-32002, format!("resource `{uri}` not found")))
+            }
+            "completion/complete" => {
+                count();
+                Ok(
+                    json!({ "completion": { "values": ["alpha", "beta"], "total": 2, "hasMore": false } }),
+                )
+            }
+            _ => return None,
         })
     }
 
@@ -142,7 +265,7 @@ impl ToolServer {
                     .unwrap_or_default();
                 Ok(json!({
                     "protocolVersion": ProtocolVersion::negotiate(requested).as_str(),
-                    "capabilities": { "tools": { "listChanged": false } },
+                    "capabilities": self.capabilities(),
                     "serverInfo": { "name": self.name, "version": env!("CARGO_PKG_VERSION") },
                 }))
             }
@@ -166,10 +289,12 @@ impl ToolServer {
                     .unwrap_or(&empty);
                 Ok((tool.handler)(arguments).unwrap_or_else(|message| json!({ "content": [{ "type": "text", "text": message }], "isError": true })))
             }
-            other => Err((
-                code::METHOD_NOT_FOUND,
-                format!("method `{other}` is not supported"),
-            )),
+            other => self.answer_content(other, &params).unwrap_or_else(|| {
+                Err((
+                    code::METHOD_NOT_FOUND,
+                    format!("method `{other}` is not supported"),
+                ))
+            }),
         }
     }
 }

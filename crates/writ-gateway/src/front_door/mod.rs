@@ -24,9 +24,13 @@ use writ_mcp::upstream::ProgressRoute;
 
 use crate::Gateway;
 use crate::error::GatewayError;
-use crate::pipeline;
+use crate::pipeline::{self, Admitted, Incoming};
 use crate::sessions::Session;
-use crate::token::{Caller, Denied, endpoints};
+use crate::token::{Denied, endpoints};
+
+/// How many progress notifications of one call wait for a slow agent; past that, newer
+/// ones are dropped (progress is advisory; the answer itself is never dropped).
+const PROGRESS_BACKLOG: usize = 64;
 
 mod stateless;
 
@@ -128,7 +132,7 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
     };
     match frame {
         Frame::Single(Message::Request(request)) if request.method == "initialize" => {
-            initialize(&gateway, &request, caller.as_ref()).await
+            initialize(&gateway, &request, &caller).await
         }
         Frame::Single(message)
             if header_version.is_some_and(ProtocolVersion::is_stateless)
@@ -148,29 +152,32 @@ pub async fn post(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body:
     }
 }
 
-/// The authentication stage: `Ok(None)` with authentication off, the caller otherwise;
-/// a refusal carries the challenge the MCP authorization specification asks for.
+/// The pipeline's first stage, authenticate: the writ, its DPoP proof when bound, and
+/// its task's state. It runs once per HTTP request, here at the door, because the
+/// session a request names belongs to the agent it admits, and a refusal carries the
+/// challenge the MCP authorization specification asks for. With authentication off,
+/// anyone is admitted.
 async fn authenticate(
     gateway: &Gateway,
     headers: &HeaderMap,
     method: &str,
-) -> Result<Option<Caller>, Response> {
-    let Some(tokens) = &gateway.tokens else {
-        return Ok(None);
+) -> Result<Admitted, Response> {
+    let Some(guard) = gateway.guard() else {
+        return Ok(Admitted::Anyone);
     };
+    let tokens = &guard.tokens;
     let authorization = header_str(headers, header::AUTHORIZATION.as_str());
     match tokens
         .authenticate(authorization, header_str(headers, "dpop"), method)
         .await
     {
-        Ok(caller) => Ok(Some(caller)),
+        Ok(caller) => Ok(Admitted::Agent(caller)),
         Err(denied) => {
             tracing::info!(?denied, "request not let in");
             // A missing writ or a nonce request is the protocol's normal first step,
             // not a failed attempt; an invalid writ or proof is recorded.
-            if let (Denied::InvalidToken(reason) | Denied::InvalidProof(reason), Some(audit)) =
-                (&denied, &gateway.audit)
-            {
+            if let Denied::InvalidToken(reason) | Denied::InvalidProof(reason) = &denied {
+                let audit = &guard.audit;
                 let error = match denied {
                     Denied::InvalidProof(_) => "invalid_dpop_proof",
                     _ => "invalid_token",
@@ -255,7 +262,7 @@ fn carries_version_meta(message: &Message) -> bool {
     params.is_some_and(|p| p.get().contains(VERSION_META))
 }
 
-async fn initialize(gateway: &Gateway, request: &Request, caller: Option<&Caller>) -> Response {
+async fn initialize(gateway: &Gateway, request: &Request, admitted: &Admitted) -> Response {
     let requested = request
         .params
         .as_deref()
@@ -270,7 +277,7 @@ async fn initialize(gateway: &Gateway, request: &Request, caller: Option<&Caller
         return refuse(&error, Some(request.id.as_raw()));
     };
     let version = ProtocolVersion::negotiate(&requested);
-    let agent = caller.map(|c| c.agent_id().to_owned());
+    let agent = admitted.caller().map(|c| c.agent_id().to_owned());
     let Some(session) = gateway.sessions.create(version, agent) else {
         let error = client_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -300,9 +307,9 @@ async fn with_session(
     header_version: Option<ProtocolVersion>,
     frame: Frame,
     accept: Accept,
-    caller: Option<Caller>,
+    caller: Admitted,
 ) -> Response {
-    let session = match session_of(gateway, headers, caller.as_ref()) {
+    let session = match session_of(gateway, headers, &caller) {
         Ok(session) => session,
         Err(error) => return refuse(&error, None),
     };
@@ -342,7 +349,7 @@ async fn with_session(
             );
             refuse(&error, None)
         }
-        Frame::Batch(items) => batch(gateway, &session, items, caller.as_ref()).await,
+        Frame::Batch(items) => batch(gateway, &session, items, &caller).await,
     }
 }
 
@@ -351,7 +358,7 @@ async fn with_session(
 fn session_of(
     gateway: &Gateway,
     headers: &HeaderMap,
-    caller: Option<&Caller>,
+    admitted: &Admitted,
 ) -> Result<Arc<Session>, GatewayError> {
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(client_error(
@@ -360,7 +367,7 @@ fn session_of(
             "`Mcp-Session-Id` is missing; send `initialize` first",
         ));
     };
-    let agent = caller.map(Caller::agent_id);
+    let agent = admitted.caller().map(|c| c.agent_id());
     let owned = |s: &Arc<Session>| s.agent.as_deref() == agent;
     gateway.sessions.get(id).filter(owned).ok_or_else(|| {
         client_error(
@@ -384,12 +391,14 @@ fn on_notification(session: &Session, notification: &Notification) {
     }
 }
 
-/// A 2025-03-26 batch: notifications are taken, requests answered in one JSON array.
+/// A 2025-03-26 batch: notifications are taken, requests answered in one JSON array, in
+/// order; each request passes every stage on its own, so it sees the task as the
+/// requests before it left it (a deviation's revocation included).
 async fn batch(
     gateway: &Arc<Gateway>,
     session: &Arc<Session>,
     items: Vec<Result<Message, FrameError>>,
-    caller: Option<&Caller>,
+    admitted: &Admitted,
 ) -> Response {
     let mut answers = Vec::new();
     for item in items {
@@ -406,12 +415,17 @@ async fn batch(
             }
             Ok(Message::Request(request)) => {
                 let _in_flight = session.track(request.id.as_raw().get());
-                answers.push(
-                    match pipeline::handle(gateway, &request, session.version, None, caller).await {
-                        Ok(result) => jsonrpc::result_response(request.id.as_raw(), &result),
-                        Err(error) => error.to_response(Some(request.id.as_raw())),
-                    },
-                );
+                let incoming = Incoming {
+                    request: &request,
+                    version: session.version,
+                    progress: None,
+                    session: Some(session),
+                    admitted,
+                };
+                answers.push(match pipeline::handle(gateway, incoming).await {
+                    Ok(result) => jsonrpc::result_response(request.id.as_raw(), &result),
+                    Err(error) => error.to_response(Some(request.id.as_raw())),
+                });
             }
             Ok(Message::Notification(notification)) => on_notification(session, &notification),
             Ok(Message::Response(_)) => {}
@@ -435,7 +449,7 @@ async fn answer(
     version: ProtocolVersion,
     session: Option<Arc<Session>>,
     accept: Accept,
-    caller: Option<Caller>,
+    admitted: Admitted,
 ) -> Response {
     let progress_token = request
         .params
@@ -451,7 +465,7 @@ async fn answer(
 
     let (route, notes) = match progress_token {
         Some(token) if accept.sse => {
-            let (sink, notes) = mpsc::unbounded_channel();
+            let (sink, notes) = mpsc::channel(PROGRESS_BACKLOG);
             (
                 Some(ProgressRoute {
                     client_token: token,
@@ -462,11 +476,18 @@ async fn answer(
         }
         _ => (None, None),
     };
-    let tokens = gateway.tokens.clone();
+    let tokens = gateway.guard().map(|g| g.tokens.clone());
     let work = async move {
         let _in_flight = in_flight;
+        let incoming = Incoming {
+            request: &request,
+            version,
+            progress: route,
+            session: session.as_deref(),
+            admitted: &admitted,
+        };
         let outcome = tokio::select! {
-            outcome = pipeline::handle(&gateway, &request, version, route, caller.as_ref()) => outcome,
+            outcome = pipeline::handle(&gateway, incoming) => outcome,
             () = cancelled.cancelled() => Err(client_error(StatusCode::OK, code::INVALID_REQUEST, "the request was cancelled")),
         };
         match outcome {
@@ -513,7 +534,7 @@ type Work = Pin<Box<dyn Future<Output = (StatusCode, String)> + Send>>;
 /// Progress notifications as they come, then the response; the stream ends after it.
 fn progress_stream(
     work: Work,
-    notes: mpsc::UnboundedReceiver<Notification>,
+    notes: mpsc::Receiver<Notification>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send {
     futures_util::stream::unfold((Some(work), notes), |(work, mut notes)| async move {
         let mut work = work?;
@@ -574,7 +595,7 @@ pub async fn get(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
         Err(refused) => return refused,
     };
     // The stream is authorised when it opens; notices on it carry no tool results.
-    let session = match session_of(&gateway, &headers, caller.as_ref()) {
+    let session = match session_of(&gateway, &headers, &caller) {
         Ok(session) => session,
         Err(error) => return refuse(&error, None),
     };
@@ -618,7 +639,7 @@ pub async fn delete(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> 
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
-    let session = match session_of(&gateway, &headers, caller.as_ref()) {
+    let session = match session_of(&gateway, &headers, &caller) {
         Ok(session) => session,
         Err(error) => return refuse(&error, None),
     };

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::Gateway;
 use crate::error::GatewayError;
-use crate::token::Caller;
+use crate::pipeline::{self, Admitted};
 
 const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 
@@ -27,7 +27,7 @@ pub(super) async fn post(
     header_version: Option<ProtocolVersion>,
     message: Message,
     accept: Accept,
-    caller: Option<Caller>,
+    caller: Admitted,
 ) -> Response {
     let request = match message {
         Message::Request(request) => request,
@@ -91,7 +91,7 @@ pub(super) async fn post(
     if let Err(error) = check_mirrored_headers(headers, &request, &params) {
         return refuse(&error, Some(id));
     }
-    if !is_known_method(&request.method) {
+    if pipeline::lookup(&request.method, version).is_none() {
         let error = client_error(
             StatusCode::NOT_FOUND,
             code::METHOD_NOT_FOUND,
@@ -100,22 +100,6 @@ pub(super) async fn post(
         return refuse(&error, Some(id));
     }
     answer(gateway.clone(), request, version, None, accept, caller).await
-}
-
-fn is_known_method(method: &str) -> bool {
-    matches!(
-        method,
-        // 2026-07-28 removed `ping`, `logging/setLevel` and resource subscriptions.
-        "server/discover"
-            | "tools/list"
-            | "tools/call"
-            | "prompts/list"
-            | "prompts/get"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-            | "completion/complete"
-    )
 }
 
 /// `Mcp-Method` must equal `method`; `Mcp-Name` must equal `params.name` or `params.uri`

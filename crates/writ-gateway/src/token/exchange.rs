@@ -421,7 +421,8 @@ impl TokenService {
     }
 
     async fn issue(&self, task: Task, holder: &Agent, now: i64) -> Result<Value, OAuthError> {
-        let live = super::LiveTask::new(task.clone(), holder);
+        let live = super::LiveTask::new(task.clone(), holder)
+            .map_err(|e| OAuthError::server_error("could not read the task back", e))?;
         let claims = WritClaims {
             iss: self.urls.issuer.clone(),
             sub: task.subject_id.clone(),
@@ -458,7 +459,8 @@ impl TokenService {
             }
             return Err(OAuthError::server_error("could not record the task", err));
         }
-        self.remember_task(task.clone(), holder);
+        self.remember_task(task.clone(), holder)
+            .map_err(|e| OAuthError::server_error("could not read the task back", e))?;
         tracing::info!(task = %task.id, agent = %task.agent_id, parent = ?task.parent_id, "task begun");
         Ok(json!({
             "access_token": token,

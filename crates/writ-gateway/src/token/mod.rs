@@ -104,26 +104,54 @@ pub struct LiveTask {
 }
 
 impl LiveTask {
-    fn new(task: Task, agent: &Agent) -> Self {
+    /// The task as recorded. A stored pattern Writ cannot read is an error, never
+    /// dropped: a grant with a pattern left out would be another grant.
+    fn new(task: Task, agent: &Agent) -> Result<Self, String> {
+        let tools = task
+            .tools
+            .iter()
+            .map(|t| ToolPattern::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("task `{}` is stored with a bad pattern: {e}", task.id))?;
         let grant = TaskGrant {
             purpose: task.purpose.clone(),
             category: task.category.clone(),
-            tools: task
-                .tools
-                .iter()
-                .filter_map(|t| ToolPattern::parse(t).ok())
-                .collect(),
+            tools,
             data_classes: task.data_classes.clone(),
             max_calls: task.max_calls,
         };
-        Self {
+        Ok(Self {
             agent: agent_facts(agent),
             state: Mutex::new(task.state),
             calls: AtomicU64::new(task.calls),
             stored_calls: AtomicU64::new(task.calls),
             grant,
             task,
+        })
+    }
+
+    /// Takes one call of the task's budget for a use about to be decided. The call is
+    /// given back if the reservation is dropped unspent (the use was refused), so a
+    /// refusal costs nothing, and concurrent uses can never spend more than the budget.
+    /// `Err` carries the budget when none is left.
+    pub fn reserve_call(self: &Arc<Self>) -> Result<CallReservation, u64> {
+        let before = self.calls.fetch_add(1, Ordering::AcqRel);
+        if let Some(max) = self.task.max_calls
+            && before >= max
+        {
+            self.calls.fetch_sub(1, Ordering::AcqRel);
+            return Err(max);
         }
+        Ok(CallReservation {
+            task: self.clone(),
+            before,
+            spent: false,
+        })
+    }
+
+    /// The task as policy sees it when it has made `calls` calls.
+    pub fn facts_at(&self, calls: u64) -> TaskFacts {
+        task_facts(&self.task.id, &self.grant, self.task.depth, calls)
     }
 
     /// The state now, counting expiry as it happens rather than when it is swept.
@@ -149,6 +177,35 @@ impl LiveTask {
     /// The task as policy sees it, with its calls so far.
     pub fn facts(&self) -> TaskFacts {
         task_facts(&self.task.id, &self.grant, self.task.depth, self.calls())
+    }
+}
+
+/// One call of a task's budget, held while the call is decided.
+#[derive(Debug)]
+pub struct CallReservation {
+    task: Arc<LiveTask>,
+    before: u64,
+    spent: bool,
+}
+
+impl CallReservation {
+    /// The calls the task had made before this one.
+    pub fn calls_before(&self) -> u64 {
+        self.before
+    }
+
+    /// The call goes ahead: it counts. The store learns the count in batches
+    /// (`flush_calls`), so a call costs no store write.
+    pub fn spend(mut self) {
+        self.spent = true;
+    }
+}
+
+impl Drop for CallReservation {
+    fn drop(&mut self) {
+        if !self.spent {
+            self.task.calls.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -425,16 +482,19 @@ impl TokenService {
             .ok_or_else(|| {
                 Denied::InvalidToken(format!("the agent of task `{id}` is no longer registered"))
             })?;
-        Ok(Some(self.remember_task(task, &agent)))
+        self.remember_task(task, &agent).map(Some).map_err(|err| {
+            tracing::error!(%err, "could not load a task");
+            Denied::Unavailable
+        })
     }
 
-    fn remember_task(&self, task: Task, agent: &Agent) -> Arc<LiveTask> {
+    fn remember_task(&self, task: Task, agent: &Agent) -> Result<Arc<LiveTask>, String> {
         let id = task.id.clone();
-        let live = Arc::new(LiveTask::new(task, agent));
-        match self.tasks.lock() {
+        let live = Arc::new(LiveTask::new(task, agent)?);
+        Ok(match self.tasks.lock() {
             Ok(mut tasks) => tasks.entry(id).or_insert(live).clone(),
             Err(_) => live,
-        }
+        })
     }
 
     /// Authenticates one `/mcp` request: the writ, its DPoP proof when bound, and its
@@ -510,33 +570,9 @@ impl TokenService {
                 )));
             }
         }
-        if let Some(max) = task.task.max_calls
-            && task.calls() >= max
-        {
-            return Err(Denied::InvalidToken(format!(
-                "task `{}` has used all {max} of its calls; begin a new task",
-                claims.task
-            )));
-        }
+        // A spent budget does not stop the writ: the task check refuses each use (403),
+        // and lists still answer.
         Ok(Caller { claims, task })
-    }
-
-    /// Counts one tool call against the caller's budget; refuses it when none is left.
-    pub fn count_call(&self, caller: &Caller) -> Result<(), Denied> {
-        let task = &caller.task;
-        let used = task.calls.fetch_add(1, Ordering::AcqRel) + 1;
-        if let Some(max) = task.task.max_calls
-            && used > max
-        {
-            task.calls.fetch_sub(1, Ordering::AcqRel);
-            return Err(Denied::InvalidToken(format!(
-                "task `{}` has used all {max} of its calls; begin a new task",
-                task.task.id
-            )));
-        }
-        // The budget is enforced here, in memory; the store learns the count in batches
-        // (`flush_calls`), so a call costs no store write.
-        Ok(())
     }
 
     /// Adds the calls counted in memory since the last flush to the store.
@@ -586,11 +622,21 @@ impl TokenService {
         let changed = self.store.end_task(id, state, reason, now()).await?;
         self.set_states(&changed, state, TaskState::Revoked);
         if !changed.is_empty() {
-            let mut ended = ended_event(id, state, reason, &changed);
-            if let Some(call) = call {
-                ended = ended.with_field("call", call.to_owned());
+            let ended = ended_event(id, state, reason, &changed);
+            match call {
+                // A deviation's revocation is committed before the agent is told of it,
+                // like the deviation's own record just before it.
+                Some(call) => {
+                    if let Err(err) = self
+                        .audit
+                        .record(ended.with_field("call", call.to_owned()))
+                        .await
+                    {
+                        tracing::error!(%err, task = id, "could not record a revocation");
+                    }
+                }
+                None => self.audit.note(ended).await,
             }
-            self.audit.note(ended).await;
         }
         Ok(changed)
     }

@@ -23,8 +23,8 @@ pub(super) struct Dispatcher {
     pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
     progress: Mutex<HashMap<String, ProgressRoute>>,
     events: broadcast::Sender<UpstreamEvent>,
-    cancels: mpsc::UnboundedSender<u64>,
-    cancel_rx: Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
+    cancels: mpsc::Sender<u64>,
+    cancel_rx: Mutex<Option<mpsc::Receiver<u64>>>,
     /// True while the server is initialised; calls wait on it.
     ready: watch::Sender<bool>,
     /// What the server said in its last `initialize`.
@@ -43,7 +43,7 @@ pub(super) enum Handled {
 impl Dispatcher {
     pub(super) fn new(server: ServerName) -> Self {
         let (events, _) = broadcast::channel(64);
-        let (cancels, cancel_rx) = mpsc::unbounded_channel();
+        let (cancels, cancel_rx) = mpsc::channel(super::CANCEL_BACKLOG);
         Self {
             server,
             next_id: AtomicU64::new(1),
@@ -94,7 +94,7 @@ impl Dispatcher {
     }
 
     /// The ids of calls abandoned before their answer, for the link to cancel upstream.
-    pub(super) fn take_cancels(&self) -> Option<mpsc::UnboundedReceiver<u64>> {
+    pub(super) fn take_cancels(&self) -> Option<mpsc::Receiver<u64>> {
         self.cancel_rx
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -250,7 +250,7 @@ impl Dispatcher {
             return;
         };
         params.insert("progressToken".into(), route.client_token);
-        let _ = route.sink.send(Notification {
+        let _ = route.sink.try_send(Notification {
             method: notification.method,
             params: Some(jsonrpc::to_raw(&params)),
         });
@@ -302,7 +302,7 @@ impl Drop for Pending {
             lock(&self.dispatcher.progress).remove(token);
         }
         if !self.done && lock(&self.dispatcher.pending).remove(&self.id).is_some() {
-            let _ = self.dispatcher.cancels.send(self.id);
+            let _ = self.dispatcher.cancels.try_send(self.id);
         }
     }
 }
@@ -338,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn progress_goes_back_with_the_agents_token() {
         let d = dispatcher();
-        let (sink, mut rx) = mpsc::unbounded_channel();
+        let (sink, mut rx) = mpsc::channel(8);
         let params =
             serde_json::from_str(r#"{"name":"t","_meta":{"progressToken":"client-7"}}"#).unwrap();
         let route = ProgressRoute {

@@ -94,11 +94,20 @@ impl ServerInfo {
 }
 
 /// Where progress for one call goes: the agent's own token and a channel to its stream.
+/// The channel is bounded: progress from an upstream that outpaces the agent is dropped
+/// (it is advisory), never queued without limit.
 #[derive(Debug, Clone)]
 pub struct ProgressRoute {
     pub client_token: Value,
-    pub sink: mpsc::UnboundedSender<Notification>,
+    pub sink: mpsc::Sender<Notification>,
 }
+
+/// How many cancellations of calls nobody waits for any more may wait to be sent to one
+/// upstream; beyond that they are dropped (the upstream finishes the call for nobody).
+pub(crate) const CANCEL_BACKLOG: usize = 1_024;
+/// How many messages may wait to be written to a stdio child's input; beyond that a
+/// call is refused as the upstream being unavailable, rather than queued without limit.
+pub(crate) const STDIN_BACKLOG: usize = 1_024;
 
 /// One upstream MCP server.
 #[derive(Debug, Clone)]

@@ -39,7 +39,7 @@ struct Shared {
     env: Vec<(String, String)>,
     cwd: Option<std::path::PathBuf>,
     dispatcher: Arc<Dispatcher>,
-    writer: RwLock<Option<mpsc::UnboundedSender<String>>>,
+    writer: RwLock<Option<mpsc::Sender<String>>>,
 }
 
 impl StdioLink {
@@ -102,8 +102,12 @@ impl StdioLink {
 impl Shared {
     fn send(&self, text: String) -> Result<(), UpstreamError> {
         let writer = self.writer.read().unwrap_or_else(PoisonError::into_inner);
-        match writer.as_ref().map(|w| w.send(text)) {
+        match writer.as_ref().map(|w| w.try_send(text)) {
             Some(Ok(())) => Ok(()),
+            Some(Err(mpsc::error::TrySendError::Full(_))) => Err(UpstreamError::Unavailable {
+                server: self.server.clone(),
+                reason: "the process is not reading its input fast enough".into(),
+            }),
             _ => Err(UpstreamError::Unavailable {
                 server: self.server.clone(),
                 reason: "the process is not running".into(),
@@ -111,12 +115,12 @@ impl Shared {
         }
     }
 
-    fn set_writer(&self, writer: Option<mpsc::UnboundedSender<String>>) {
+    fn set_writer(&self, writer: Option<mpsc::Sender<String>>) {
         *self.writer.write().unwrap_or_else(PoisonError::into_inner) = writer;
     }
 }
 
-async fn forward_cancels(shared: Arc<Shared>, mut cancels: mpsc::UnboundedReceiver<u64>) {
+async fn forward_cancels(shared: Arc<Shared>, mut cancels: mpsc::Receiver<u64>) {
     while let Some(id) = cancels.recv().await {
         let _ = shared.send(jsonrpc::notification_text(
             "notifications/cancelled",
@@ -175,7 +179,7 @@ async fn run(shared: &Arc<Shared>, mut child: Child, shutdown: &CancellationToke
     else {
         return "the process has no stdio pipes".into();
     };
-    let (writer, mut lines) = mpsc::unbounded_channel::<String>();
+    let (writer, mut lines) = mpsc::channel::<String>(super::STDIN_BACKLOG);
     shared.set_writer(Some(writer));
 
     let server = shared.server.clone();

@@ -1,0 +1,243 @@
+//! The stages of a use, one function each, in the order `pipeline::use_target` calls
+//! them. The deciding stages (task check, pin check, policy, approval) are pure: they
+//! read the caller, the target and the policy set, and return a value; nothing they do
+//! reaches a server or the store. What follows the record of the decision acts.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use writ_core::config::OnDeviation;
+use writ_mcp::upstream::ProgressRoute;
+use writ_store::TaskState;
+
+use super::decision::{Allowed, Refusal};
+use super::target::{Facts, Target};
+use crate::error::GatewayError;
+use crate::token::{CallReservation, Caller, Denied};
+use crate::{Gateway, Guard};
+
+/// A guarded request: the checks and the agent they apply to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guarded<'r> {
+    pub guard: &'r Guard,
+    pub caller: &'r Caller,
+}
+
+/// The task check: the task is still active (checked for every request, so a batch
+/// element sees a revocation an earlier element caused), the target lies within its
+/// declared patterns and data classes, and its budget has a call left (reserved now,
+/// given back if a later stage refuses).
+pub(crate) fn task_check(
+    guarded: Guarded<'_>,
+    target: &Target,
+) -> Result<Option<CallReservation>, Refusal> {
+    let caller = guarded.caller;
+    let task = &caller.task;
+    let id = &task.task.id;
+    match task.state(crate::token::now()) {
+        TaskState::Active => {}
+        state => {
+            return Err(Refusal::TaskEnded(format!(
+                "task `{id}` is {}; begin a new task",
+                state.as_str()
+            )));
+        }
+    }
+    if let Some(strayed) = stray(caller, target) {
+        return Err(Refusal::Deviation(strayed));
+    }
+    if !target.use_.spends_budget() {
+        return Ok(None);
+    }
+    task.reserve_call().map(Some).map_err(|max| {
+        Refusal::BudgetSpent(format!(
+            "task `{id}` has used all {max} of its calls; begin a new task"
+        ))
+    })
+}
+
+/// How a target lies outside its caller's task, in words; `None` when it lies within.
+pub(crate) fn stray(caller: &Caller, target: &Target) -> Option<String> {
+    let task = &caller.task.task;
+    let grant = &caller.task.grant;
+    let noun = target.noun();
+    let name = target.name();
+    if !grant.allows(target.as_grant_target()) {
+        return Some(format!(
+            "{noun} `{name}` is outside task `{}` (its tools: {})",
+            task.id,
+            task.tools.join(", ")
+        ));
+    }
+    let class = target
+        .data_classes()
+        .iter()
+        .find(|c| !grant.data_classes.contains(c))?;
+    let declared = if grant.data_classes.is_empty() {
+        "none".to_owned()
+    } else {
+        grant.data_classes.join(", ")
+    };
+    Some(format!(
+        "{noun} `{name}` handles data of class `{class}`, which task `{}` did not declare (its data classes: {declared})",
+        task.id
+    ))
+}
+
+/// The pin check: a tool whose definition changed since it was trusted is not called,
+/// nor one the tool registry has not checked yet. Prompts and resources are not pinned.
+pub(crate) fn pin_check(target: &Target) -> Result<(), Refusal> {
+    let held = match &target.facts {
+        Facts::Content(_) => None,
+        Facts::Tool(None) => Some("Writ has not checked this tool yet; try again".to_owned()),
+        Facts::Tool(Some(known)) => known.held.clone(),
+    };
+    match held {
+        None => Ok(()),
+        Some(why) => Err(Refusal::Held {
+            target: target.name(),
+            why,
+        }),
+    }
+}
+
+/// The policy stage: Cedar's `call`, `get_prompt` or `read_resource` decision on this
+/// agent, target, task (with the calls it made before this one) and arguments. Allowed,
+/// it returns the policies that allowed it; in shadow mode a refusal is logged and let
+/// through.
+pub(crate) fn policy(
+    guarded: Guarded<'_>,
+    target: &Target,
+    arguments: Option<&Value>,
+    calls_before: u64,
+) -> Result<Vec<String>, Refusal> {
+    let policies = &guarded.guard.policies;
+    let caller = guarded.caller;
+    let engine = policies.current();
+    let task = caller.task.facts_at(calls_before);
+    let situation = policies.situation();
+    let decision = match &target.facts {
+        Facts::Tool(Some(known)) => engine.call(
+            &caller.task.agent,
+            &known.facts,
+            &task,
+            arguments,
+            false,
+            &situation,
+        ),
+        Facts::Tool(None) => {
+            return Err(Refusal::Unavailable(
+                "Writ has no facts about this tool to decide on".into(),
+            ));
+        }
+        Facts::Content(content) => engine.use_content(
+            &caller.task.agent,
+            content,
+            &task,
+            arguments,
+            false,
+            &situation,
+        ),
+    };
+    tracing::info!(
+        agent = %caller.task.agent.name,
+        task = %caller.task.task.id,
+        target = %target.name(),
+        decision = decision.verdict.as_str(),
+        policies = ?decision.policies,
+        "use decided"
+    );
+    if decision.is_allow() {
+        return Ok(decision.policies);
+    }
+    if !policies.enforcing() {
+        let what = if matches!(target.facts, Facts::Tool(_)) {
+            "call"
+        } else {
+            target.noun()
+        };
+        tracing::warn!(tool = %target.name(), decision = %crate::policy::describe(&decision), "shadow mode: policy would refuse this {what}");
+        return Ok(Vec::new());
+    }
+    Err(Refusal::Policy {
+        target: target.name(),
+        decision,
+    })
+}
+
+/// The approval stage: where a person's approval of this exact use will turn "approval
+/// required" into allow. Step-up approval is not built yet, so every decision passes
+/// through unchanged and "approval required" stays a refusal.
+pub(crate) fn approval(decided: Result<Allowed, Refusal>) -> Result<Allowed, Refusal> {
+    decided
+}
+
+/// After a refusal is recorded: a deviation revokes the task and every task delegated
+/// from it (unless `[tasks] on_deviation = "deny"`) — an agent acting outside its
+/// declared intent may have been subverted, and its writ should not outlive that. The
+/// revocation comes after the deviation's record, so the log tells why before it tells
+/// what followed. Returns the agent's answer.
+pub(crate) async fn refuse(
+    guarded: Guarded<'_>,
+    target: &Target,
+    call: &str,
+    refusal: Refusal,
+) -> GatewayError {
+    let Refusal::Deviation(strayed) = &refusal else {
+        return refusal.into_error(target.noun());
+    };
+    let task = &guarded.caller.task;
+    tracing::warn!(agent = %task.agent.name, task = %task.task.id, target = %target.name(), deviation = %strayed, "deviation from the task's declared intent");
+    let mut message = refusal.reason();
+    if guarded.guard.on_deviation == OnDeviation::Revoke {
+        let reason = format!("deviation: {strayed}");
+        match guarded
+            .guard
+            .tokens
+            .end_task_for(&task.task.id, TaskState::Revoked, &reason, Some(call))
+            .await
+        {
+            Ok(ended) if ended.len() == 2 => {
+                message.push_str(", so the task and the one task delegated from it are revoked")
+            }
+            Ok(ended) if ended.len() > 2 => message.push_str(&format!(
+                ", so the task and the {} tasks delegated from it are revoked",
+                ended.len() - 1
+            )),
+            Ok(_) => message.push_str(", so the task is revoked"),
+            // The use is refused either way; nobody retries the revocation, so say so.
+            Err(err) => {
+                tracing::error!(%err, task = %task.task.id, "could not revoke a deviating task")
+            }
+        }
+    }
+    GatewayError::Denied(Denied::InsufficientScope(message))
+}
+
+/// The credentials stage: which of the server's credential references the use is sent
+/// with (named in the record, never their values). The upstream link holds the server's
+/// own credentials today; the credential broker will choose and inject them here.
+pub(crate) fn credentials(gateway: &Gateway, target: &Target) -> Option<String> {
+    gateway
+        .credentials
+        .get(&target.server_name)
+        .cloned()
+        .flatten()
+}
+
+/// The forward stage: the upstream gets the use under Writ's own session, id and
+/// progress token; the agent's writ never leaves Writ.
+pub(crate) async fn forward(
+    gateway: &Gateway,
+    target: &Target,
+    params: Map<String, Value>,
+    progress: Option<ProgressRoute>,
+) -> Result<Box<RawValue>, GatewayError> {
+    let upstream = gateway
+        .upstreams
+        .get(target.server)
+        .ok_or_else(|| GatewayError::Internal(format!("no upstream at index {}", target.server)))?;
+    let (method, params) = target.upstream_request(params);
+    Ok(upstream
+        .call(method, Some(super::upstream_params(params)), progress)
+        .await?)
+}
