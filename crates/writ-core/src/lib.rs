@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod naming;
+pub mod oauth;
 pub mod task;
 pub mod tools;
