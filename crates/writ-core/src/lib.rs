@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod naming;
+pub mod oauth;
 pub mod task;
 pub mod tools;
 pub mod uri;

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::json;
+use writ_agent::AgentKey;
 use writ_core::config::SigningAlgorithm;
-use writ_gateway::token::agent_key::AgentKey;
 use writ_gateway::token::dpop::ProofChecker;
 use writ_gateway::token::keys::KeyRing;
 use writ_gateway::token::writs::{WRIT_TYP, WritVerifier};

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use writ_agent::client::{self, TaskRequest};
+use writ_agent::key::{self as agent_key, AgentKey};
 use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
-use writ_gateway::token::agent_key::{self, AgentKey};
-use writ_gateway::token::client::{self, TaskRequest};
 use writ_gateway::token::now;
 use writ_mcp::server::{Tool, ToolServer, text_result};
 use writ_store::{Agent, AgentCredential, SqliteStore, Store, TaskState};

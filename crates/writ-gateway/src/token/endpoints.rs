@@ -11,9 +11,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use writ_core::oauth::{CLIENT_ASSERTION_JWT, GRANT_TOKEN_EXCHANGE};
 
 use super::dpop::PROOF_ALGORITHMS;
-use super::exchange::{CLIENT_ASSERTION_JWT, Form, GRANT_TOKEN_EXCHANGE, OAuthError};
+use super::exchange::{Form, OAuthError};
 use super::{Denied, TokenService};
 
 const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use writ_core::oauth::{
+    CLIENT_ASSERTION_JWT, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT,
+};
 use writ_core::task::TaskGrant;
 use writ_store::{Agent, Task, TaskState};
 
@@ -19,11 +22,6 @@ use super::writs::{Confirmation, WRIT_TYP, WritClaims};
 use super::{TokenService, actors, now};
 use crate::events::event;
 use writ_audit::kinds;
-
-pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-pub const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
-pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An OAuth error response (RFC 6749 section 5.2 and its extensions).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,6 @@
 //! process makes updates memory at once; changes made elsewhere (the CLI, another
 //! replica) arrive through the store's change feed, polled every [`FOLLOW_EVERY`].
 
-pub mod agent_key;
-pub mod client;
 pub mod dpop;
 pub mod endpoints;
 mod exchange;

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use writ_agent::key as agent_key;
 use writ_core::config::SigningAlgorithm;
-use writ_gateway::token::agent_key;
 use writ_gateway::token::{SPIFFE_ISSUER, now, spiffe_trust_domain};
 use writ_store::{Agent, AgentCredential};
 

@@ -29,9 +29,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use writ_agent::AgentKey;
+use writ_agent::client::{self as token_client, TaskRequest};
 use writ_core::config::{Config, SigningAlgorithm};
-use writ_gateway::token::agent_key::AgentKey;
-use writ_gateway::token::client::{self as token_client, TaskRequest};
 use writ_mcp::server::{Tool, ToolServer, text_result};
 
 use client::{Auth, Client, Era, Request};

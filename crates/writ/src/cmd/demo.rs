@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
+use writ_agent::AgentKey;
+use writ_agent::client::{self, TaskRequest};
 use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
-use writ_gateway::token::agent_key::AgentKey;
-use writ_gateway::token::client::{self, TaskRequest};
 use writ_mcp::server::{Tool, ToolServer, text_result};
 use writ_store::{AuditFilter, Store};
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use writ_agent::key::{self as agent_key, AgentKey};
 use writ_core::config::{Config, SigningAlgorithm};
-use writ_gateway::token::agent_key::{self, AgentKey};
 use writ_gateway::token::now;
 use writ_store::{Agent, AgentCredential, SqliteStore, Store};
 

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use writ_gateway::token::agent_key::AgentKey;
-use writ_gateway::token::client::{self, TaskRequest};
+use writ_agent::AgentKey;
+use writ_agent::client::{self, TaskRequest};
 use writ_store::{TaskFilter, TaskState};
 
 #[derive(Debug, clap::Args)]

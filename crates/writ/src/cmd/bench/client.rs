@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use writ_gateway::token::agent_key::AgentKey;
+use writ_agent::AgentKey;
 
 /// The two eras of MCP over HTTP that Writ's front door speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,8 +1,8 @@
-//! The agent's side: a key file made by `writ agent create`, and the two JWTs an agent
-//! signs with it — its RFC 7523 identity assertion and its RFC 9449 DPoP proofs. Used by
-//! the CLI (`writ task begin`), `writ demo`, `writ bench` and the tests.
+//! An agent's key file, made by `writ agent create`, and the two JWTs an agent signs with
+//! it: its RFC 7523 identity assertion and its RFC 9449 DPoP proofs.
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,6 +46,26 @@ impl std::fmt::Debug for AgentKey {
     }
 }
 
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// An Ed25519 private key as PKCS#8 v1 PEM (private key only): the form `jsonwebtoken`
+/// reads; ed25519-dalek's own encoding is v2, with the public key inside. (The gateway
+/// has the same helper for its own signing keys; this crate does not depend on it.)
+fn ed25519_v1_pkcs8(
+    key: &ed25519_dalek::SigningKey,
+) -> ed25519_dalek::pkcs8::Result<ed25519_dalek::pkcs8::spki::der::zeroize::Zeroizing<String>> {
+    ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(Default::default())
+}
+
 fn jwt_algorithm(algorithm: SigningAlgorithm) -> Algorithm {
     match algorithm {
         SigningAlgorithm::EdDSA => Algorithm::EdDSA,
@@ -64,7 +84,7 @@ impl AgentKey {
             SigningAlgorithm::EdDSA => {
                 let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
                 (
-                    super::keys::ed25519_v1_pkcs8(&key)
+                    ed25519_v1_pkcs8(&key)
                         .map_err(|e| err(e.to_string()))?
                         .to_string(),
                     key.verifying_key()
@@ -191,7 +211,7 @@ impl AgentKey {
     /// An identity assertion for Writ (`aud` = Writ's issuer URL), good for `lifetime_secs`
     /// and for one use.
     pub fn assertion(&self, audience: &str, lifetime_secs: i64) -> Result<String, AgentKeyError> {
-        let now = super::now();
+        let now = now();
         self.sign(
             "JWT",
             false,
@@ -218,7 +238,7 @@ impl AgentKey {
             "jti": uuid::Uuid::new_v4().simple().to_string(),
             "htm": method,
             "htu": url,
-            "iat": super::now(),
+            "iat": now(),
         });
         if let Some(map) = claims.as_object_mut() {
             if let Some(token) = access_token {
@@ -255,4 +275,126 @@ pub fn public_key_algorithm(pem: &str) -> Result<SigningAlgorithm, AgentKeyError
         "the public key must be an Ed25519 or P-256 key in PEM (`-----BEGIN PUBLIC KEY-----`)"
             .into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    use super::*;
+
+    const ALGORITHMS: [SigningAlgorithm; 2] = [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256];
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "writ-agent-{name}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    fn decoding_key(algorithm: SigningAlgorithm, public_pem: &str) -> DecodingKey {
+        match algorithm {
+            SigningAlgorithm::EdDSA => DecodingKey::from_ed_pem(public_pem.as_bytes()).unwrap(),
+            SigningAlgorithm::ES256 => DecodingKey::from_ec_pem(public_pem.as_bytes()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_key_file_reads_back_as_the_same_key() {
+        for algorithm in ALGORITHMS {
+            let id = new_agent_id();
+            let (key, _) = AgentKey::generate(&id, algorithm).unwrap();
+            let path = temp_path("roundtrip");
+            key.write(&path).unwrap();
+            let read = AgentKey::read(&path).unwrap();
+            assert_eq!(read.agent_id, id);
+            assert_eq!(read.algorithm, algorithm);
+            assert_eq!(read.thumbprint(), key.thumbprint());
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            let again = key.write(&path).unwrap_err().to_string();
+            assert!(again.contains("could not create key file"), "{again}");
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_key_file_is_refused() {
+        let path = temp_path("not-a-key");
+        std::fs::write(&path, "{}").unwrap();
+        let err = AgentKey::read(&path).unwrap_err().to_string();
+        assert!(err.contains("is not a Writ agent key file"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_public_half_names_its_algorithm() {
+        for algorithm in ALGORITHMS {
+            let (_, public_pem) = AgentKey::generate(&new_agent_id(), algorithm).unwrap();
+            assert_eq!(public_key_algorithm(&public_pem).unwrap(), algorithm);
+        }
+        assert!(public_key_algorithm("not a key").is_err());
+    }
+
+    #[test]
+    fn an_assertion_verifies_with_the_registered_public_key() {
+        for algorithm in ALGORITHMS {
+            let id = new_agent_id();
+            let (key, public_pem) = AgentKey::generate(&id, algorithm).unwrap();
+            let assertion = key.assertion("https://writ.test", 60).unwrap();
+            let mut validation = Validation::new(jwt_algorithm(algorithm));
+            validation.set_audience(&["https://writ.test"]);
+            let claims = jsonwebtoken::decode::<serde_json::Value>(
+                &assertion,
+                &decoding_key(algorithm, &public_pem),
+                &validation,
+            )
+            .unwrap()
+            .claims;
+            assert_eq!(claims["iss"], id.as_str());
+            assert_eq!(claims["sub"], id.as_str());
+            assert_eq!(
+                claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+                60
+            );
+        }
+    }
+
+    #[test]
+    fn a_dpop_proof_carries_its_key_and_binds_the_token() {
+        let (key, public_pem) =
+            AgentKey::generate(&new_agent_id(), SigningAlgorithm::ES256).unwrap();
+        let proof = key
+            .dpop_proof("POST", "https://writ.test/mcp", Some("a-writ"), Some("n1"))
+            .unwrap();
+        let header = jsonwebtoken::decode_header(&proof).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("dpop+jwt"));
+        let jwk = header.jwk.unwrap();
+        assert_eq!(
+            jwk.thumbprint(ThumbprintHash::SHA256).unwrap(),
+            key.thumbprint()
+        );
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            &proof,
+            &decoding_key(SigningAlgorithm::ES256, &public_pem),
+            &validation,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims["htm"], "POST");
+        assert_eq!(claims["htu"], "https://writ.test/mcp");
+        assert_eq!(claims["nonce"], "n1");
+        assert_eq!(
+            claims["ath"],
+            URL_SAFE_NO_PAD.encode(Sha256::digest(b"a-writ")).as_str()
+        );
+    }
 }

@@ -1,10 +1,9 @@
-//! The agent's side of the token endpoint: begin a task, end it. Used by `writ task`,
-//! `writ demo`, `writ bench` and the tests.
+//! The agent's side of the token endpoint: begin a task, end it.
 
 use serde_json::{Value, json};
+use writ_core::oauth::{GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
 
-use super::agent_key::AgentKey;
-use super::exchange::{GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
+use crate::key::AgentKey;
 
 /// How long an assertion made for one token request lives.
 const ASSERTION_LIFETIME_SECS: i64 = 60;
@@ -147,5 +146,39 @@ pub async fn end_task(http: &reqwest::Client, base: &str, token: &str) -> Result
         Ok(())
     } else {
         Err(format!("`{endpoint}` answered HTTP {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_details_name_an_mcp_task_and_its_budget() {
+        let request = TaskRequest {
+            purpose: "triage".into(),
+            tools: vec!["notes.*".into()],
+            max_calls: Some(5),
+            ..TaskRequest::default()
+        };
+        assert_eq!(
+            request.authorization_details(),
+            json!([{
+                "type": writ_core::task::MCP_TASK_TYPE,
+                "purpose": "triage",
+                "tools": ["notes.*"],
+                "data_classes": [],
+                "max_calls": 5,
+            }])
+        );
+        let unlimited = TaskRequest {
+            max_calls: None,
+            ..request
+        };
+        assert!(
+            unlimited.authorization_details()[0]
+                .get("max_calls")
+                .is_none()
+        );
     }
 }
