@@ -4,6 +4,7 @@
 //
 //   node client.mjs --url URL [--scenario basic] [--protocol-version V] [--header K=V ...] [--timeout S]
 //                   [--call NAME --args JSON] [--progress-call NAME --progress-args JSON]
+//                   [--content] [--get-prompt NAME] [--read-resource URI]
 //
 // Prints ONE JSON object on stdout:
 //   {"protocolVersion", "serverInfo", "tools": [names], "call": {isError, content} | null,
@@ -54,6 +55,10 @@ function parseCli(argv) {
         // Defaults to --args when there is no --call, so `--progress-call N --args J` works.
         "progress-args": { type: "string" },
         timeout: { type: "string", default: "60" },
+        // Also list prompts, resources and resource templates.
+        content: { type: "boolean", default: false },
+        "get-prompt": { type: "string" },
+        "read-resource": { type: "string" },
       },
     }));
   } catch (err) {
@@ -92,6 +97,9 @@ function parseCli(argv) {
     callArgs: json("args"),
     progressCall: values["progress-call"],
     progressArgs: json("progress-args"),
+    content: values.content,
+    getPrompt: values["get-prompt"],
+    readResource: values["read-resource"],
     timeoutMs: timeout * 1000,
   };
 }
@@ -149,6 +157,20 @@ async function run(opts) {
   if (opts.call) {
     const result = await client.callTool({ name: opts.call, arguments: opts.callArgs }, CallToolResultSchema, requestOptions);
     out.call = toolResult(result);
+  }
+
+  if (opts.content) {
+    out.prompts = (await client.listPrompts(undefined, requestOptions)).prompts.map((p) => p.name);
+    out.resources = (await client.listResources(undefined, requestOptions)).resources.map((r) => r.uri);
+    out.resourceTemplates = (await client.listResourceTemplates(undefined, requestOptions)).resourceTemplates.map(
+      (t) => t.uriTemplate,
+    );
+  }
+  if (opts.getPrompt) {
+    out.prompt = await client.getPrompt({ name: opts.getPrompt }, requestOptions);
+  }
+  if (opts.readResource) {
+    out.resource = await client.readResource({ uri: opts.readResource }, requestOptions);
   }
 
   if (opts.progressCall) {

@@ -5,6 +5,7 @@ Usage:
   client.py --url URL [--scenario basic] [--protocol-version V] [--header K=V ...] [--timeout S]
             [--token WRIT [--dpop-key KEYFILE]]
             [--call NAME --args JSON] [--progress-call NAME --progress-args JSON]
+            [--content] [--get-prompt NAME] [--read-resource URI]
 
 Scenario "basic": connect, list every tool (following nextCursor), optionally
 call one tool, optionally call one tool with a progress callback. Prints ONE
@@ -81,6 +82,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--progress-args", metavar="JSON", help="arguments for --progress-call (default: --args when there is no --call)"
     )
+    parser.add_argument("--content", action="store_true", help="also list prompts, resources and resource templates")
+    parser.add_argument("--get-prompt", metavar="NAME", help="get one prompt (no arguments)")
+    parser.add_argument("--read-resource", metavar="URI", help="read one resource")
     parser.add_argument("--timeout", type=float, default=60.0, help="whole-run deadline in seconds")
     parser.add_argument("--token", metavar="WRIT", help="send `Authorization: Bearer WRIT` (DPoP with --dpop-key)")
     parser.add_argument(
@@ -247,6 +251,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     if args.call:
                         result = await session.call_tool(args.call, args.args)
                         out["call"] = tool_result(result)
+
+                    if args.content:
+                        out["prompts"] = [p.name for p in (await session.list_prompts()).prompts]
+                        out["resources"] = [r.uri for r in (await session.list_resources()).resources]
+                        templates = (await session.list_resource_templates()).resource_templates
+                        out["resourceTemplates"] = [t.uri_template for t in templates]
+
+                    if args.get_prompt:
+                        out["prompt"] = dump(await session.get_prompt(args.get_prompt))
+
+                    if args.read_resource:
+                        out["resource"] = dump(await session.read_resource(args.read_resource))
 
                     if args.progress_call:
                         received = 0

@@ -678,6 +678,174 @@ permit (
     assert!(text_of(&again["call"]).contains('2'), "{again}");
 }
 
+/// Prompts and resources with authentication on, through the official Python and
+/// TypeScript SDK clients to server-everything: an agent whose task names one prompt and
+/// a prefix of resources lists, gets and reads exactly those in both eras; an agent
+/// whose task covers only a tool lists none, and its read is refused as a deviation.
+#[test]
+fn prompts_and_resources_through_the_official_sdks_only_within_the_task() {
+    let Some(kit) = kit() else { return };
+    let mut processes = Processes::default();
+    let config = writ_config(
+        Auth::On,
+        "",
+        &format!(
+            "[store]\npath = \"writ.db\"\n\n{}",
+            everything_stdio_toml(&kit)
+        ),
+    );
+    write_policies(
+        &config,
+        "permit (principal, action == Writ::Action::\"begin_task\", resource);\n\
+         permit (principal in Writ::Team::\"interop\", action in [Writ::Action::\"discover\", Writ::Action::\"call\", \
+                 Writ::Action::\"discover_prompt\", Writ::Action::\"get_prompt\", \
+                 Writ::Action::\"discover_resource\", Writ::Action::\"read_resource\"], \
+                 resource in Writ::Server::\"everything\");\n",
+    );
+    let key = config.with_file_name("reader.json");
+    let (config, key) = (config.to_str().unwrap(), key.to_str().unwrap());
+    writ(&[
+        "agent", "--config", config, "create", "reader", "--team", "interop", "--out", key,
+    ]);
+    let url = writ_serve_config(Path::new(config), &mut processes);
+    let base = url.strip_suffix("/mcp").unwrap();
+    let begin = |tools: &[&str]| {
+        let mut args = vec![
+            "task",
+            "--config",
+            config,
+            "begin",
+            "--url",
+            base,
+            "--key",
+            key,
+            "--purpose",
+            "interop: read the documents",
+        ];
+        for tool in tools {
+            args.extend(["--tool", tool]);
+        }
+        writ(&args)
+    };
+    const DOCUMENTS: &str = "demo://resource/static/document/";
+    let reader = begin(&[
+        "everything.prompt:simple-prompt",
+        &format!("everything.resource:{DOCUMENTS}*"),
+    ]);
+    let strings = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // What the task may read, as the Python SDK lists it.
+    let listed = client(
+        &kit,
+        "client.py",
+        &url,
+        &[
+            "--token",
+            &reader,
+            "--protocol-version",
+            "2026-07-28",
+            "--content",
+        ],
+    );
+    assert_eq!(
+        strings(&listed["prompts"]),
+        ["everything.simple-prompt"],
+        "{listed}"
+    );
+    assert!(tool_names(&listed).is_empty(), "{listed}");
+    let documents = strings(&listed["resources"]);
+    assert!(
+        !documents.is_empty() && documents.iter().all(|uri| uri.starts_with(DOCUMENTS)),
+        "{listed}"
+    );
+    let document = documents[0].as_str();
+    let authorization = format!("Authorization=Bearer {reader}");
+    for (script, auth, version) in [
+        ("client.py", ["--token", reader.as_str()], "2026-07-28"),
+        ("client.py", ["--token", reader.as_str()], "2025-11-25"),
+        ("client.mjs", ["--header", authorization.as_str()], "auto"),
+    ] {
+        let report = client(
+            &kit,
+            script,
+            &url,
+            &[
+                &auth[..],
+                &[
+                    "--protocol-version",
+                    version,
+                    "--content",
+                    "--get-prompt",
+                    "everything.simple-prompt",
+                    "--read-resource",
+                    document,
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            strings(&report["prompts"]),
+            ["everything.simple-prompt"],
+            "{script} {version}: {report}"
+        );
+        assert_eq!(
+            strings(&report["resources"]),
+            documents,
+            "{script} {version}: {report}"
+        );
+        assert!(
+            !report["prompt"]["messages"].as_array().unwrap().is_empty(),
+            "{script} {version}: {report}"
+        );
+        assert_eq!(
+            report["resource"]["contents"][0]["uri"], document,
+            "{script} {version}: {report}"
+        );
+    }
+
+    // A task over a tool alone sees no prompt or resource, and reading one is a deviation.
+    let echo = begin(&["everything.echo"]);
+    let none = client(
+        &kit,
+        "client.mjs",
+        &url,
+        &[
+            "--header",
+            &format!("Authorization=Bearer {echo}"),
+            "--content",
+        ],
+    );
+    assert_eq!(tool_names(&none), ["everything.echo"], "{none}");
+    assert!(strings(&none["prompts"]).is_empty(), "{none}");
+    assert!(strings(&none["resources"]).is_empty(), "{none}");
+    assert!(strings(&none["resourceTemplates"]).is_empty(), "{none}");
+    let refused = client_failure(
+        &kit,
+        "client.py",
+        &url,
+        &[
+            "--token",
+            &echo,
+            "--protocol-version",
+            "2026-07-28",
+            "--read-resource",
+            document,
+        ],
+    );
+    assert!(
+        refused.contains("HTTP 403")
+            && refused.contains("is outside task")
+            && refused.contains("so the task is revoked"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn an_agent_with_only_its_key_file_calls_through_writ_with_a_bearer_writ() {
     agent_with_its_key_file_through_writ(Binding::Bearer);
