@@ -648,23 +648,22 @@ async fn resources_no_server_serves_and_escaping_uris_are_refused_in_both_eras()
     fx.stop().await;
 }
 
-/// Subscriptions are refused (one upstream session serves every agent, and Writ relays
-/// no update notifications); `logging/setLevel` is kept in the agent's session and
-/// checked; neither exists in 2026-07-28.
+/// A subscription is decided as a read of its resource (outside the task it is a
+/// deviation) and answered by Writ, never forwarded: one upstream session serves every
+/// agent. `logging/setLevel` is kept in the agent's session and checked. Neither exists
+/// in 2026-07-28.
 #[tokio::test]
-async fn subscriptions_are_refused_and_log_levels_stay_in_the_session() {
+async fn subscriptions_are_decided_as_reads_and_log_levels_stay_in_the_session() {
     let kit = Kit::start().await;
     let fx = Fixture::start(&kit).await;
-    let writ = fx.writ(&fx.rita, &["notes.*"]).await;
-    let uri = json!({ "uri": "file:///reports/q3.txt" });
-    let refused = fx
-        .request(Era::Session, &writ, "resources/subscribe", uri.clone())
+    let writ = fx
+        .writ(&fx.rita, &["notes.resource:file:///reports/*"])
         .await;
-    assert!(
-        refused
-            .error(StatusCode::OK, METHOD_NOT_FOUND)
-            .contains("does not offer resource subscriptions")
-    );
+    let uri = json!({ "uri": "file:///reports/q3.txt" });
+    for method in ["resources/subscribe", "resources/unsubscribe"] {
+        let answered = fx.request(Era::Session, &writ, method, uri.clone()).await;
+        assert_eq!(answered.result(), &json!({}), "{method}");
+    }
     let level = fx
         .request(
             Era::Session,
@@ -687,8 +686,29 @@ async fn subscriptions_are_refused_and_log_levels_stay_in_the_session() {
         let gone = fx.request(Era::Stateless, &writ, method, uri.clone()).await;
         gone.error(StatusCode::NOT_FOUND, METHOD_NOT_FOUND);
     }
-    assert_eq!(kit.uses(), 0);
-    fx.stop().await;
+    let outside = fx
+        .request(
+            Era::Session,
+            &writ,
+            "resources/subscribe",
+            json!({ "uri": "crm://accounts/acme" }),
+        )
+        .await;
+    outside.error(StatusCode::FORBIDDEN, OUTSIDE_TASK);
+    assert_eq!(kit.uses(), 0, "nothing was forwarded");
+    let records = fx.stop().await;
+    let subscribed: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .filter(|r| r.fields.get("method") == Some(&json!("resources/subscribe")))
+        .map(|r| (r.kind.as_str(), r.decision.as_deref()))
+        .collect();
+    assert_eq!(
+        subscribed,
+        [
+            ("resource.decided", Some("allow")),
+            ("resource.deviation", Some("deviation")),
+        ]
+    );
 }
 
 /// Regression (hardening issue, item 1): in a 2025-03-26 batch, a deviation revokes the

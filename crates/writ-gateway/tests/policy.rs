@@ -55,7 +55,7 @@ fn example_pack() -> Vec<(String, String)> {
         })
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "the example pack has five files");
+    assert_eq!(files.len(), 6, "the example pack has six files");
     files
 }
 

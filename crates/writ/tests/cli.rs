@@ -78,26 +78,29 @@ fn the_demo_tour_shows_teams_policy_decisions_a_deviation_and_their_audit_storie
         "researcher → notes.write: allowed → saved note `plan`",
         "researcher → ops.run: call to `ops.run` denied: no policy permits `call` here [-31020]",
         "operator → ops.run: call to `ops.run` approval required from ops-leads: tools that execute need an ops lead's approval (policy execute-needs-approval) [-31021]",
+        "researcher → resources/read notes://plans/launch: allowed → Launch plan: ship the gateway on Friday.",
+        "researcher → prompts/get notes.summarise: allowed → Summarise the notes in three bullet points.",
+        "operator → resources/read notes://board/minutes: read of resource `notes://board/minutes` denied: board papers are for the research team (policy board-papers-for-research) [-31020]",
         "unknown tool `crm.delete_all` [-32602]",
         "crm.export, outside its declared task: HTTP 403: tool `crm.export` is outside task",
         "this is a deviation from the task's declared intent, so the task is revoked [-31011]",
         "The researcher's writ is dead after the deviation: HTTP 401: task `tsk_",
         "is revoked; begin a new task",
         // The audit log tells each story: who, why, where, how it ended.
-        "12. The audit log's story of the allowed call (5): writ audit explain c_",
+        "15. The audit log's story of the allowed call (5): writ audit explain c_",
         "to notes.write: allowed",
         "(researcher, team research)",
         "allow by policies research-writes-notes",
         "arguments (redacted) {\"title\":\"plan\",\"body\":\"ship the gateway\"}",
         "to server notes as write",
         "  ok in ",
-        "13. The audit log's story of the denied call (6)",
+        "16. The audit log's story of the denied call (6)",
         "to ops.run: denied",
         "not forwarded to server ops: the call was denied",
-        "14. The audit log's story of the deviation (9)",
+        "17. The audit log's story of the deviation (12)",
         "to crm.export: refused as a deviation",
         "this call's deviation ended it: task tsk_",
-        "15. Every chain and checkpoint recomputed: writ audit verify",
+        "18. Every chain and checkpoint recomputed: writ audit verify",
         "1 audit chains verified",
     ] {
         assert!(
@@ -280,7 +283,7 @@ fn policy_validate_test_explain_and_schema() {
     let pack = pack_dir();
     let pack = pack.to_str().unwrap();
     let valid = run_ok(&["policy", "validate", "--dir", pack]);
-    assert!(valid.contains("policies in 5 files"), "{valid}");
+    assert!(valid.contains("policies in 6 files"), "{valid}");
     assert!(valid.contains("are valid"), "{valid}");
     let cases = format!("{pack}/tests/pack.toml");
     let tested = run_ok(&["policy", "test", &cases, "--dir", pack]);

@@ -17,8 +17,6 @@ pub(crate) enum Method {
     /// A use of one tool, prompt or resource: task check, pin check, policy, approval,
     /// record, credentials, forward, answer, outcome.
     Use(Use),
-    /// Known, and refused with the reason: Writ does not offer it.
-    Refused(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +25,8 @@ pub(crate) enum Local {
     Discover,
     /// Kept per session, never forwarded: see `pipeline::set_level`.
     SetLogLevel,
+    /// Answered by Writ: see [`Use::Subscribe`].
+    Unsubscribe,
 }
 
 /// The uses, and what each one touches.
@@ -41,6 +41,11 @@ pub(crate) enum Use {
     /// `completion/complete`: decided as getting the prompt or reading the resource it
     /// completes for, since its answers reveal what they hold.
     Complete,
+    /// `resources/subscribe`: decided and recorded as a read of the resource, then
+    /// answered by Writ, not forwarded. Writ holds one upstream session for every agent,
+    /// so an upstream subscription would be every agent's, and Writ does not relay
+    /// `notifications/resources/updated` yet (it does not declare `resources.subscribe`).
+    Subscribe,
 }
 
 /// In which protocol eras a method exists.
@@ -85,22 +90,18 @@ const TABLE: &[(&str, Method, Eras)] = &[
         Method::Use(Use::Complete),
         Eras::Both,
     ),
-    // Writ holds one upstream session for every agent and relays no
-    // `notifications/resources/updated`: a subscription would be every agent's and tell
-    // none of them anything. Writ does not declare `resources.subscribe` either.
+    // 2026-07-28 removed subscriptions along with sessions.
     (
         "resources/subscribe",
-        Method::Refused(SUBSCRIPTIONS),
+        Method::Use(Use::Subscribe),
         Eras::SessionOnly,
     ),
     (
         "resources/unsubscribe",
-        Method::Refused(SUBSCRIPTIONS),
+        Method::Local(Local::Unsubscribe),
         Eras::SessionOnly,
     ),
 ];
-
-const SUBSCRIPTIONS: &str = "Writ does not offer resource subscriptions (it does not declare `resources.subscribe`); read the resource again instead";
 
 /// The method `name` as spoken in `version`, `None` when Writ does not know it there.
 pub(crate) fn lookup(name: &str, version: ProtocolVersion) -> Option<Method> {
@@ -115,9 +116,15 @@ pub(crate) fn lookup(name: &str, version: ProtocolVersion) -> Option<Method> {
 
 impl Use {
     /// Whether the use spends one call of the task's budget. A completion only helps
-    /// fill in arguments; the get or read it prepares spends one.
+    /// fill in arguments, and a subscription reads nothing; the get or read they lead
+    /// to spends one.
     pub(crate) fn spends_budget(self) -> bool {
-        !matches!(self, Self::Complete)
+        !matches!(self, Self::Complete | Self::Subscribe)
+    }
+
+    /// Whether Writ answers the use itself once it is decided and recorded.
+    pub(crate) fn answered_by_writ(self) -> bool {
+        matches!(self, Self::Subscribe)
     }
 }
 
@@ -149,10 +156,10 @@ mod tests {
         assert_eq!(lookup("logging/setLevel", stateless), None);
         assert_eq!(lookup("resources/subscribe", stateless), None);
         assert_eq!(lookup("server/discover", session), None);
-        assert!(matches!(
+        assert_eq!(
             lookup("resources/subscribe", session),
-            Some(Method::Refused(_))
-        ));
+            Some(Method::Use(Use::Subscribe))
+        );
         assert_eq!(lookup("tools/unknown", session), None);
     }
 }

@@ -103,11 +103,8 @@ pub async fn handle(
         Method::Local(Local::Ping) => Ok(jsonrpc::to_raw(&serde_json::json!({}))),
         Method::Local(Local::Discover) => Ok(jsonrpc::to_raw(&gateway.discover_result())),
         Method::Local(Local::SetLogLevel) => set_level(&params, incoming.session),
-        Method::Refused(why) => Err(GatewayError::client(
-            http::StatusCode::OK,
-            jsonrpc::code::METHOD_NOT_FOUND,
-            why,
-        )),
+        // Nothing was forwarded for the subscription, so nothing is to undo upstream.
+        Method::Local(Local::Unsubscribe) => Ok(jsonrpc::to_raw(&serde_json::json!({}))),
         Method::List(list) => lists::answer(gateway, guarded, list, &params, version).await,
         Method::Use(use_) => {
             use_target(gateway, guarded, use_, params, incoming.progress, version).await
@@ -131,11 +128,15 @@ async fn use_target(
             "`params.arguments` must be an object",
         ));
     }
-    let target = target::resolve(gateway, use_, &params, version)?;
     let Some(guarded) = guarded else {
         // Authentication off: nothing to decide on, nothing recorded.
+        if use_.answered_by_writ() {
+            return Ok(jsonrpc::to_raw(&serde_json::json!({})));
+        }
+        let target = target::resolve(gateway, use_, &params, version)?;
         return stages::forward(gateway, &target, params, progress).await;
     };
+    let target = target::resolve(gateway, use_, &params, version)?;
     let call = record::new_call_id();
     let decided = stages::task_check(guarded, &target).and_then(|budget| {
         stages::pin_check(&target)?;
@@ -150,6 +151,9 @@ async fn use_target(
         Ok(allowed) => allowed,
         Err(refusal) => return Err(stages::refuse(guarded, &target, &call, refusal).await),
     };
+    if use_.answered_by_writ() {
+        return Ok(jsonrpc::to_raw(&serde_json::json!({})));
+    }
     let credential = stages::credentials(gateway, &target);
     if let Some(budget) = allowed.budget {
         budget.spend();

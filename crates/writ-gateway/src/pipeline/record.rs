@@ -30,8 +30,10 @@ fn base(guarded: Guarded<'_>, target: &Target, call: &str, kind: &'static str) -
         .with_tool(target.name())
         .with_field("call", call.to_owned())
         .with_field("server", target.server_name.clone());
-    if target.use_ == Use::Complete {
-        event = event.with_field("method", "completion/complete");
+    match target.use_ {
+        Use::Complete => event = event.with_field("method", "completion/complete"),
+        Use::Subscribe => event = event.with_field("method", "resources/subscribe"),
+        Use::CallTool | Use::GetPrompt | Use::ReadResource => {}
     }
     if let Facts::Content(content) = &target.facts
         && let Some(template) = &content.template

@@ -148,6 +148,7 @@ impl Target {
                 ("prompts/get", params)
             }
             Use::ReadResource => ("resources/read", params),
+            Use::Subscribe => ("resources/subscribe", params),
             Use::Complete => {
                 if let (Facts::Content(c), Some(Value::Object(reference))) =
                     (&self.facts, params.get_mut("ref"))
@@ -173,7 +174,9 @@ pub(crate) fn resolve(
     match use_ {
         Use::CallTool => tool(gateway, string_param(params, "name")?),
         Use::GetPrompt => prompt(gateway, use_, string_param(params, "name")?),
-        Use::ReadResource => resource(gateway, use_, string_param(params, "uri")?, version),
+        Use::ReadResource | Use::Subscribe => {
+            resource(gateway, use_, string_param(params, "uri")?, version)
+        }
         Use::Complete => {
             let reference = params
                 .get("ref")

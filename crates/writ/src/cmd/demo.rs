@@ -1,7 +1,8 @@
 //! `writ demo`: the gateway in front of three built-in MCP servers, nothing to install.
 //!
 //! The servers cover each access class: `notes.read` (read), `notes.write` (write),
-//! `ops.run` (execute) and `crm.export` (read, customer data for export). The demo starts
+//! `ops.run` (execute) and `crm.export` (read, customer data for export); `notes` also
+//! serves a prompt (`summarise`) and two documents, one of them board papers. The demo starts
 //! them on loopback, puts Writ in front with a fresh store and the example policy pack
 //! (`examples/policies`), registers two agents of different teams, and walks through a
 //! tour as they would: prove who they are, begin tasks, see different tool lists, get
@@ -19,7 +20,7 @@ use writ_agent::AgentKey;
 use writ_agent::client::{self, TaskRequest};
 use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
-use writ_mcp::server::{Tool, ToolServer, text_result};
+use writ_mcp::server::{Content, Tool, ToolServer, text_result};
 use writ_store::{AuditFilter, Store};
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +177,10 @@ const POLICY_PACK: &[(&str, &str)] = &[
         "50-export-hours.cedar",
         include_str!("../../../../examples/policies/50-export-hours.cedar"),
     ),
+    (
+        "60-prompts-and-resources.cedar",
+        include_str!("../../../../examples/policies/60-prompts-and-resources.cedar"),
+    ),
 ];
 
 fn write_policies(data: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
@@ -193,7 +198,9 @@ fn write_policies(data: &std::path::Path) -> anyhow::Result<std::path::PathBuf> 
 /// so its annotations classify its tools; the others are described here.
 fn server_facts(server: &str) -> &'static str {
     match server {
-        "notes" => "trusted = true\n",
+        "notes" => {
+            "trusted = true\n[[servers.resources]]\nuri = \"notes://board/*\"\ndata_classes = [\"board\"]\n"
+        }
         "ops" => "[[servers.tools]]\nname = \"run\"\naccess = \"execute\"\nrisk = \"high\"\n",
         "crm" => {
             "[[servers.tools]]\nname = \"export\"\naccess = \"read\"\nrisk = \"medium\"\ndata_classes = [\"customer\", \"export\"]\n"
@@ -248,7 +255,7 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         &url,
         researcher,
         "Summarise the launch plan from the notes",
-        &["notes.*", "ops.run"],
+        (&["notes.*", "ops.run"], &[]),
     )
     .await?;
     println!(
@@ -260,11 +267,13 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         &url,
         operator,
         "Check the demo host",
-        &["notes.*", "ops.*"],
+        // Declaring the board papers' data class makes reading them a policy decision
+        // rather than a deviation.
+        (&["notes.*", "ops.*"], &["board"]),
     )
     .await?;
     println!(
-        "3. Agent `operator` (team ops) begins task {} for `notes.*` and `ops.*`.",
+        "3. Agent `operator` (team ops) begins task {} for `notes.*` and `ops.*`, declaring\n   it handles `board` data.",
         ops_writ.task
     );
     println!(
@@ -296,6 +305,32 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         )
         .await?;
     println!("7. operator → ops.run: {}", error_line(&held));
+    let plan = research
+        .request("resources/read", json!({ "uri": "notes://plans/launch" }))
+        .await?;
+    println!(
+        "8. researcher → resources/read notes://plans/launch: allowed → {}",
+        plan.pointer("/contents/0/text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    );
+    let prompt = research
+        .request("prompts/get", json!({ "name": "notes.summarise" }))
+        .await?;
+    println!(
+        "9. researcher → prompts/get notes.summarise: allowed → {}",
+        prompt
+            .pointer("/messages/0/content/text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    );
+    let (_, board) = ops
+        .request_raw("resources/read", json!({ "uri": "notes://board/minutes" }))
+        .await?;
+    println!(
+        "10. operator → resources/read notes://board/minutes: {}",
+        error_line(&board)
+    );
     let (_, unknown) = research
         .request_raw(
             "tools/call",
@@ -303,7 +338,7 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         )
         .await?;
     println!(
-        "8. researcher → crm.delete_all (not a tool): refused before any server saw it: {}",
+        "11. researcher → crm.delete_all (not a tool): refused before any server saw it: {}",
         error_line(&unknown)
     );
     let (status, strayed) = research
@@ -313,7 +348,7 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         )
         .await?;
     println!(
-        "9. researcher → crm.export, outside its declared task: HTTP {status}: {}",
+        "12. researcher → crm.export, outside its declared task: HTTP {status}: {}",
         error_line(&strayed)
     );
     let (status, after) = research
@@ -323,13 +358,13 @@ async fn tour(base: &str, researcher: &AgentKey, operator: &AgentKey) -> anyhow:
         )
         .await?;
     println!(
-        "10. The researcher's writ is dead after the deviation: HTTP {status}: {}",
+        "13. The researcher's writ is dead after the deviation: HTTP {status}: {}",
         error_line(&after)
     );
     client::end_task(&http, base, &ops_writ.access_token)
         .await
         .map_err(|e| anyhow::anyhow!("could not end the operator's task: {e}"))?;
-    println!("11. The operator ends its task.");
+    println!("14. The operator ends its task.");
     Ok(())
 }
 
@@ -387,32 +422,34 @@ async fn audit_tour(store: &dyn Store, config_file: &std::path::Path) -> anyhow:
     let config = config_file.display();
     let mut out = std::io::stdout();
     for (step, what, call) in [
-        (12, "the allowed call (5)", &allowed_call),
-        (13, "the denied call (6)", &denied_call),
-        (14, "the deviation (9)", &deviation_call),
+        (15, "the allowed call (5)", &allowed_call),
+        (16, "the denied call (6)", &denied_call),
+        (17, "the deviation (12)", &deviation_call),
     ] {
         println!(
             "\n{step}. The audit log's story of {what}: writ audit explain {call} --config {config}"
         );
         super::audit::explain_to(store, call, &mut out).await?;
     }
-    println!("\n15. Every chain and checkpoint recomputed: writ audit verify --config {config}");
+    println!("\n18. Every chain and checkpoint recomputed: writ audit verify --config {config}");
     super::audit::verify_to(store, &mut out).await?;
     println!("\nApproval is the next stage of this same path.");
     Ok(())
 }
 
-/// Begins a DPoP-bound task for `tools` as the agent holding `key` and opens a session.
+/// Begins a DPoP-bound task for `tools` (handling data of `data_classes`) as the agent
+/// holding `key` and opens a session.
 async fn begin<'k>(
     base: &str,
     url: &str,
     key: &'k AgentKey,
     purpose: &str,
-    tools: &[&str],
+    (tools, data_classes): (&[&str], &[&str]),
 ) -> anyhow::Result<(client::Begun, TourClient<'k>)> {
     let request = TaskRequest {
         purpose: purpose.into(),
         tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        data_classes: data_classes.iter().map(|c| (*c).to_owned()).collect(),
         ttl: Some(600),
         dpop: true,
         ..TaskRequest::default()
@@ -577,9 +614,26 @@ fn notes_server() -> (&'static str, Arc<ToolServer>) {
             Ok(text_result(format!("saved note `{title}`")))
         },
     );
+    let content = Content {
+        prompts: vec![(
+            "summarise".to_owned(),
+            "Summarise the notes in three bullet points.".to_owned(),
+        )],
+        resources: vec![
+            (
+                "notes://plans/launch".to_owned(),
+                "Launch plan: ship the gateway on Friday.".to_owned(),
+            ),
+            (
+                "notes://board/minutes".to_owned(),
+                "Board minutes: confidential.".to_owned(),
+            ),
+        ],
+        templates: Vec::new(),
+    };
     (
         "notes",
-        ToolServer::new("writ-demo-notes", vec![read, write]),
+        ToolServer::with_content("writ-demo-notes", vec![read, write], content),
     )
 }
 

@@ -93,7 +93,12 @@ impl Story {
             None => "no decision recorded",
         };
         let tool = self.tool.as_deref().unwrap_or("an unnamed tool");
-        writeln!(out, "call {} to {tool}: {verdict}", self.call)?;
+        let (heading, to) = match self.what.as_str() {
+            "prompt" => ("prompt get", "of"),
+            "resource" => ("resource read", "of"),
+            _ => ("call", "to"),
+        };
+        writeln!(out, "{heading} {} {to} {tool}: {verdict}", self.call)?;
         writeln!(out, "  records: {}", self.records.join(", "))?;
 
         writeln!(out, "\nwho")?;

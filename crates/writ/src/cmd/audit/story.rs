@@ -19,6 +19,10 @@ const MAX_DEPTH: usize = 32;
 #[derive(Debug, Serialize)]
 pub(super) struct Story {
     pub call: String,
+    /// What the use was: `call` (a tool), `prompt` (a prompt get) or `resource` (a read),
+    /// from its records' kinds.
+    pub what: String,
+    /// The tool, prompt (`server.prompt`) or resource URI.
     pub tool: Option<String>,
     /// The call's own records, in commit order.
     pub records: Vec<String>,
@@ -160,8 +164,22 @@ impl Story {
         if records.is_empty() {
             bail!("no audit record of call `{call}` (it may have been pruned)");
         }
-        let of_kind = |kind: &str| records.iter().find(|r| r.kind == kind);
-        let decided = of_kind(kinds::CALL_DECIDED).or_else(|| of_kind(kinds::CALL_DEVIATION));
+        // A use's records are one family: `call.*`, `prompt.*` or `resource.*`.
+        let what = records
+            .iter()
+            .find_map(|r| {
+                let (family, _) = r.kind.split_once('.')?;
+                ["call", "prompt", "resource"]
+                    .contains(&family)
+                    .then(|| family.to_owned())
+            })
+            .unwrap_or_else(|| "call".to_owned());
+        let of_kind = |suffix: &str| {
+            records
+                .iter()
+                .find(|r| r.kind.strip_prefix(what.as_str()) == Some(suffix))
+        };
+        let decided = of_kind(".decided").or_else(|| of_kind(".deviation"));
         let task_id = records.iter().find_map(|r| r.task.clone());
 
         let (delegation, task_records) = match &task_id {
@@ -181,6 +199,7 @@ impl Story {
             .and_then(|task| ended(&task_records, task, call, decided));
         Ok(Story {
             call: call.to_owned(),
+            what: what.clone(),
             tool: records.iter().find_map(|r| r.tool.clone()),
             records: records.iter().map(record_id).collect(),
             agent,
@@ -193,13 +212,13 @@ impl Story {
                 redacted: r.fields.get("arguments").cloned(),
                 record: record_id(r),
             }),
-            forwarded: of_kind(kinds::CALL_FORWARDED).map(|r| Forwarded {
+            forwarded: of_kind(".forwarded").map(|r| Forwarded {
                 server: text(r, "server"),
                 upstream_tool: text(r, "upstream_tool"),
                 credential: text(r, "credential"),
                 record: record_id(r),
             }),
-            outcome: of_kind(kinds::CALL_COMPLETED).map(|r| Outcome {
+            outcome: of_kind(".completed").map(|r| Outcome {
                 status: text(r, "status"),
                 latency_ms: r.fields.get("latency_ms").cloned(),
                 error: text(r, "error"),
@@ -379,7 +398,7 @@ fn ended(
     let reason = text(end, "reason");
     // A deviation revokes its task on the spot, with the reason `deviation: …`.
     let by_this_call = field(end, "call") == Some(call)
-        || (decided.is_some_and(|d| d.kind == kinds::CALL_DEVIATION)
+        || (decided.is_some_and(|d| d.kind.ends_with(".deviation"))
             && end.kind == kinds::TASK_REVOKED
             && end.task.as_deref() == Some(task)
             && reason
