@@ -28,8 +28,6 @@ pub const PROOF_ALGORITHMS: &[Algorithm] = &[
 
 /// How long one server nonce stays good (it is accepted for two such windows).
 const NONCE_WINDOW_SECS: i64 = 300;
-/// Above this many remembered proofs, expired ones are swept before the next insert.
-const REPLAY_SWEEP_AT: usize = 50_000;
 
 /// Why a proof was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +44,56 @@ pub struct ProofChecker {
     max_age_secs: i64,
     skew_secs: i64,
     nonce_key: Option<[u8; 32]>,
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<ReplayCache>,
+}
+
+/// The proofs seen recently, by `jkt:jti`, in two generations of `span` seconds each
+/// (the longest a proof can stay acceptable: its age limit plus the clock skew on both
+/// sides). New proofs go into `current`; when a span has passed, `current` becomes
+/// `previous` and the old `previous` is dropped whole. So a proof is remembered for at
+/// least one span, memory holds at most two spans of traffic, and no request ever
+/// scans the cache — sweeping it on every insert once it was large is what made
+/// DPoP-bound calls cost more and more late in a long run.
+#[derive(Debug, Default)]
+struct ReplayCache {
+    current: HashMap<String, i64>,
+    previous: HashMap<String, i64>,
+    rotated_at: i64,
+    span: i64,
+}
+
+impl ReplayCache {
+    fn new(span: i64) -> Self {
+        Self {
+            span: span.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Remembers `key` until `until`; false when it was already remembered and live.
+    fn first_sight(&mut self, key: &str, until: i64, now: i64) -> bool {
+        let age = now.saturating_sub(self.rotated_at);
+        if age >= self.span {
+            self.previous = if age >= 2 * self.span {
+                HashMap::new()
+            } else {
+                std::mem::take(&mut self.current)
+            };
+            self.current.clear();
+            self.rotated_at = now;
+        }
+        let live = |map: &HashMap<String, i64>| map.get(key).is_some_and(|u| *u > now);
+        if live(&self.current) || live(&self.previous) {
+            return false;
+        }
+        self.current.insert(key.to_owned(), until);
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 #[derive(Deserialize)]
@@ -81,7 +128,7 @@ impl ProofChecker {
             max_age_secs,
             skew_secs,
             nonce_key,
-            seen: Mutex::default(),
+            seen: Mutex::new(ReplayCache::new(max_age_secs + 2 * skew_secs)),
         }
     }
 
@@ -194,17 +241,12 @@ impl ProofChecker {
             .seen
             .lock()
             .map_err(|_| ProofError::Invalid("the DPoP replay cache is unusable".into()))?;
-        if seen.len() >= REPLAY_SWEEP_AT {
-            seen.retain(|_, until| *until > now);
-        }
-        match seen.get(key) {
-            Some(until) if *until > now => Err(ProofError::Invalid(
+        if seen.first_sight(key, until, now) {
+            Ok(())
+        } else {
+            Err(ProofError::Invalid(
                 "the DPoP proof was used before; make a new proof for every request".into(),
-            )),
-            _ => {
-                seen.insert(key.to_owned(), until);
-                Ok(())
-            }
+            ))
         }
     }
 }
@@ -230,5 +272,30 @@ fn same_target_uri(htu: &str, url: &str) -> bool {
     match (normal(htu), normal(url)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::ReplayCache;
+
+    #[test]
+    fn a_proof_is_remembered_for_a_span_and_memory_holds_two() {
+        let mut cache = ReplayCache::new(60);
+        assert!(cache.first_sight("a", 100, 0));
+        assert!(!cache.first_sight("a", 100, 30), "a replay within its life");
+        // The first span has passed: `a` moves to the previous generation and is still
+        // refused while it lives.
+        assert!(cache.first_sight("b", 160, 60));
+        assert!(!cache.first_sight("a", 100, 70));
+        // Past its own `until`, a remembered proof no longer counts.
+        assert!(cache.first_sight("a", 170, 101));
+        for i in 0..1_000 {
+            assert!(cache.first_sight(&format!("k{i}"), 200, 110));
+        }
+        assert_eq!(cache.len(), 1_003);
+        // Two spans on, everything before is dropped at once, without a sweep.
+        assert!(cache.first_sight("c", 300, 240));
+        assert_eq!(cache.len(), 1);
     }
 }
