@@ -20,7 +20,7 @@ use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
 use writ_gateway::token::now;
 use writ_mcp::server::{Content, Tool, ToolServer, text_result};
-use writ_store::{Agent, AgentCredential, SqliteStore, Store, TaskState};
+use writ_store::{Agent, AgentCredential, AuditStore, SqliteStore, Store, TaskState, TaskStore};
 
 const ACCEPT: &str = "application/json, text/event-stream";
 const STATELESS: &str = "2026-07-28";

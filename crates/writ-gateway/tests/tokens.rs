@@ -23,7 +23,7 @@ use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
 use writ_gateway::token::{keys, now};
 use writ_mcp::server::{Tool, ToolServer, text_result};
-use writ_store::{Agent, AgentCredential, SqliteStore, Store};
+use writ_store::{Agent, AgentCredential, AgentStore, SigningKeyStore, SqliteStore, Store};
 
 const ACCEPT: &str = "application/json, text/event-stream";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -10,7 +10,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use writ_audit::{Chain, Event, Record, kinds};
-use writ_store::{SqliteStore, Store};
+use writ_store::{AuditStore, SqliteStore};
 
 fn batch(chain: &mut Chain, size: usize) -> Vec<Record> {
     (0..size)

@@ -1,10 +1,11 @@
-//! Writ's state: agents, tasks, signing keys, replay caches and tool pins, behind one
-//! trait.
+//! Writ's state: agents, tasks, replay caches, signing keys, tool pins, the audit log
+//! and the change feed, behind one small trait per concern.
 //!
 //! The gateway holds hot state in memory (verified writs, the revocation set); the store
-//! is the source of truth those are fed from. SQLite in a data directory is the default
-//! and needs nothing installed; a PostgreSQL implementation shares the same trait so
-//! several replicas can share state. Times are Unix seconds (UTC), as in JWTs.
+//! is the source of truth those are fed from. SQLite in a data directory is the only
+//! backend today and needs nothing installed; the traits are split by concern so that
+//! another backend (PostgreSQL, for replicas sharing state) can implement them one by
+//! one. Times are Unix seconds (UTC), as in JWTs.
 
 mod model;
 mod sqlite;
@@ -27,21 +28,53 @@ pub enum StoreError {
     /// The record is not what the caller last saw; the text says what it is now.
     #[error("{0}")]
     Stale(String),
-    /// The database could not be opened, read or written.
+    /// The database could not be opened, read or written, or holds a value that does
+    /// not read back as a record.
     #[error("store: {0}")]
     Database(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything Writ keeps between restarts and shares between replicas.
+/// Everything Writ keeps between restarts and shares between replicas: every concern's
+/// trait at once, implemented for every type that implements them all. Callers hold an
+/// `Arc<dyn Store>`, on which every concern's methods are callable as they are; code
+/// holding a concrete store imports the traits whose methods it calls.
 ///
 /// Each method is one transaction. Methods that change task states return the ids of
 /// every task whose state changed, so callers can update their in-memory revocation set
-/// at once instead of waiting for [`Store::changes_since`].
+/// at once instead of waiting for [`ChangeFeed::changes_since`].
+pub trait Store:
+    AgentStore
+    + TaskStore
+    + ReplayCache
+    + SigningKeyStore
+    + ToolPinStore
+    + AuditStore
+    + ChangeFeed
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+}
+
+impl<T> Store for T where
+    T: AgentStore
+        + TaskStore
+        + ReplayCache
+        + SigningKeyStore
+        + ToolPinStore
+        + AuditStore
+        + ChangeFeed
+        + Send
+        + Sync
+        + std::fmt::Debug
+{
+}
+
+/// The registered agents.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
-    // ----- agents -----
+pub trait AgentStore: Send + Sync {
     /// Registers an agent. Names and ids are unique; a duplicate is [`StoreError::Conflict`].
     async fn create_agent(&self, agent: &Agent) -> StoreResult<()>;
     /// An agent by id or, failing that, by name.
@@ -54,10 +87,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Disables an agent and revokes every active task it holds or that descends from one
     /// of them. Returns the revoked task ids. Unknown agent: [`StoreError::NotFound`].
     async fn disable_agent(&self, id: &str, now: i64) -> StoreResult<Vec<String>>;
+}
 
-    // ----- tasks -----
+/// Tasks: their grants, their life from active to ended, their call counts.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
     /// Records a new task (state [`TaskState::Active`]).
     async fn insert_task(&self, task: &Task) -> StoreResult<()>;
+    /// One task. A stored value that does not read back as it was written (a tool
+    /// pattern that does not parse, say) is an error, never left out.
     async fn task(&self, id: &str) -> StoreResult<Option<Task>>;
     /// Tasks matching the filter, newest first.
     async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
@@ -76,8 +114,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_calls(&self, id: &str, calls: u64) -> StoreResult<u64>;
     /// Marks active tasks whose `expires_at <= now` expired. Returns their ids.
     async fn expire_tasks(&self, now: i64) -> StoreResult<Vec<String>>;
+}
 
-    // ----- replay caches -----
+/// One-time identifiers, remembered until they expire, so that none is used twice.
+#[async_trait]
+pub trait ReplayCache: Send + Sync {
     /// Remembers a one-time identifier (an assertion `jti`, a DPoP proof `jti`) until
     /// `expires_at`. Returns false when it was already remembered: a replay.
     /// Identifiers past their expiry are forgotten here too.
@@ -88,16 +129,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<bool>;
+}
 
-    // ----- Writ's signing keys -----
+/// Writ's own keys for signing the writs it issues.
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync {
     /// Every signing key still kept (active and retired-but-verifying), newest first.
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
     /// Adds a new active key and marks every other active key retired at `now`.
     async fn add_signing_key(&self, key: &SigningKey, now: i64) -> StoreResult<()>;
     /// Deletes retired keys whose `retired_at <= before`.
     async fn drop_retired_keys(&self, before: i64) -> StoreResult<u64>;
+}
 
-    // ----- tool pins -----
+/// Tool pins: each tool's accepted definition, and any drifted one held back.
+#[async_trait]
+pub trait ToolPinStore: Send + Sync {
     /// Every pin, or only `server`'s, ordered by server then tool.
     async fn tool_pins(&self, server: Option<&str>) -> StoreResult<Vec<ToolPin>>;
     /// The pin of one tool, if it has been seen.
@@ -152,14 +199,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expected: Option<&str>,
         now: i64,
     ) -> StoreResult<ToolPin>;
+}
 
-    // ----- change feed -----
-    /// Changes recorded after `after` (a sequence number from an earlier call; 0 for
-    /// all), in order, at most `limit`. Every state change of a task, every agent disable,
-    /// every key change and every change of a tool pin's drift appends one.
-    async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>>;
-
-    // ----- audit log -----
+/// The audit log: sealed records (one chain per writer), checkpoints, checkpoint keys,
+/// and the anchors retention leaves.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Appends sealed records in one transaction: all of them or none. One writer owns
     /// each chain and seals its records in order; a record whose writer and seq are
     /// already stored is [`StoreError::Conflict`], and nothing of the batch is kept.
@@ -195,10 +240,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn prune_audit(&self, before_ms: i64) -> StoreResult<Pruned>;
     /// A blocking appender with a connection of its own, for a writer's group-commit
     /// thread, where the store can give one; `None` means append through
-    /// [`Store::append_audit`]. Blocking: call it from that thread or at startup.
+    /// [`AuditStore::append_audit`]. Blocking: call it from that thread or at startup.
     fn audit_appender(&self) -> StoreResult<Option<Box<dyn AuditAppender>>> {
         Ok(None)
     }
+}
+
+/// The feed of state changes that keeps every gateway's memory in step with the store.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Changes recorded after `after` (a sequence number from an earlier call; 0 for
+    /// all), in order, at most `limit`. Every state change of a task, every agent disable,
+    /// every key change and every change of a tool pin's drift appends one.
+    async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>>;
 }
 
 /// An exclusive, blocking handle for appending to the audit log. A gateway's audit
@@ -206,7 +260,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// between the runtime and the pool's connection thread that a pooled append makes.
 pub trait AuditAppender: Send {
     /// Appends `records`, and `checkpoint` if given, in one transaction: all or nothing,
-    /// with the same rules as [`Store::append_audit`].
+    /// with the same rules as [`AuditStore::append_audit`].
     fn append(
         &mut self,
         records: &[writ_audit::Record],

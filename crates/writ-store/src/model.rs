@@ -1,6 +1,7 @@
 //! The records the store keeps.
 
 use serde::{Deserialize, Serialize};
+use writ_core::task::ToolPattern;
 
 /// A workload principal: one identity per agent, never shared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,8 +77,10 @@ pub struct Task {
     /// What kind of work the task is (for policy), as the agent declared it; `None` when it
     /// did not say.
     pub category: Option<String>,
-    /// Tool patterns: `server.tool`, `server.*` or `*`.
-    pub tools: Vec<String>,
+    /// What the task may touch: `server.tool`, `server.*`, `*` and the rest of
+    /// [`ToolPattern`]'s forms. Serialized as the patterns' text.
+    #[serde(with = "patterns")]
+    pub tools: Vec<ToolPattern>,
     pub data_classes: Vec<String>,
     pub max_calls: Option<u64>,
     pub calls: u64,
@@ -95,7 +98,38 @@ pub struct Task {
     pub ended_at: Option<i64>,
 }
 
-/// Which tasks [`crate::Store::tasks`] returns. Empty fields match everything.
+impl Task {
+    /// The task's tool patterns as written, comma-separated, for messages.
+    pub fn tool_list(&self) -> String {
+        let texts: Vec<String> = self.tools.iter().map(ToString::to_string).collect();
+        texts.join(", ")
+    }
+}
+
+/// Tool patterns as their text, in JSON as in the store.
+mod patterns {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use writ_core::task::ToolPattern;
+
+    pub(super) fn serialize<S: Serializer>(
+        patterns: &[ToolPattern],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(patterns.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<ToolPattern>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| ToolPattern::parse(text).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+/// Which tasks [`TaskStore::tasks`](crate::TaskStore::tasks) returns. Empty fields match
+/// everything.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     pub agent_id: Option<String>,
@@ -167,7 +201,8 @@ pub struct ToolPin {
     pub drift: Option<ToolDrift>,
 }
 
-/// One tool as a server's list offers it, for [`Store::observe_tools`](crate::Store::observe_tools).
+/// One tool as a server's list offers it, for
+/// [`ToolPinStore::observe_tools`](crate::ToolPinStore::observe_tools).
 #[derive(Debug, Clone, Copy)]
 pub struct OfferedTool<'a> {
     /// The upstream's own tool name.
@@ -200,8 +235,8 @@ pub struct AuditKey {
     pub created_ms: i64,
 }
 
-/// Which audit records [`Store::audit_query`](crate::Store::audit_query) returns. Every
-/// condition set must hold; none set means every record.
+/// Which audit records [`AuditStore::audit_query`](crate::AuditStore::audit_query)
+/// returns. Every condition set must hold; none set means every record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// An agent anywhere in the record's actor chain (acting, or acted for).

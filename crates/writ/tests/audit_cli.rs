@@ -21,7 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use writ_audit::{Chain, Checkpoint, Event, Record, kinds, verify_chain};
-use writ_store::{Agent, AgentCredential, AuditKey, SqliteStore, Store as _};
+use writ_store::{Agent, AgentCredential, AgentStore as _, AuditKey, AuditStore as _, SqliteStore};
 
 const WRITER_A: &str = "gw_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const WRITER_B: &str = "gw_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";

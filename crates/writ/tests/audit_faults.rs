@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use writ_store::Store as _;
+use writ_store::AuditStore as _;
 
 /// How long any one HTTP request, process start or process exit may take.
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -410,7 +410,7 @@ fn changed_tools_are_listed_shown_and_accepted() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        use writ_store::Store as _;
+        use writ_store::ToolPinStore as _;
         let store = writ_store::SqliteStore::open(&dir.join(".writ/writ.db"))
             .await
             .unwrap();
@@ -480,7 +480,7 @@ fn seed_chain(
         .build()
         .unwrap();
     let records = runtime.block_on(async {
-        use writ_store::Store as _;
+        use writ_store::AuditStore as _;
         let store = writ_store::SqliteStore::open(&db).await.unwrap();
         let mut chain = writ_audit::Chain::new(writer, None);
         let records: Vec<_> = (1..=30)
@@ -551,7 +551,7 @@ fn a_gateway_with_retention_prunes_old_records_and_leaves_anchors() {
     let (runtime, db, old) = seed_chain(&dir, "gw_old", 1_700_000_000_000);
     let (mut child, _) = serve(&config);
     let anchor = runtime.block_on(async {
-        use writ_store::Store as _;
+        use writ_store::AuditStore as _;
         let store = writ_store::SqliteStore::open(&db).await.unwrap();
         for _ in 0..100 {
             if let Some(anchor) = store.audit_anchor("gw_old").await.unwrap() {

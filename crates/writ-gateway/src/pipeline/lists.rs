@@ -236,7 +236,7 @@ impl<'g> Screen<'g> {
             return Some(format!(
                 "outside task `{}` (its tools: {})",
                 task.id,
-                task.tools.join(", ")
+                task.tool_list()
             ));
         }
         let class = data_classes

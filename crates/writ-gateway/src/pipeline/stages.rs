@@ -65,7 +65,7 @@ pub(crate) fn stray(caller: &Caller, target: &Target) -> Option<String> {
         return Some(format!(
             "{noun} `{name}` is outside task `{}` (its tools: {})",
             task.id,
-            task.tools.join(", ")
+            task.tool_list()
         ));
     }
     let class = target

@@ -403,7 +403,7 @@ impl TokenService {
             depth: parent.map_or(0, |p| p.depth + 1),
             purpose: grant.purpose,
             category: grant.category,
-            tools: grant.tools.iter().map(ToString::to_string).collect(),
+            tools: grant.tools,
             data_classes: grant.data_classes,
             max_calls: grant.max_calls,
             calls: 0,
@@ -419,8 +419,7 @@ impl TokenService {
     }
 
     async fn issue(&self, task: Task, holder: &Agent, now: i64) -> Result<Value, OAuthError> {
-        let live = super::LiveTask::new(task.clone(), holder)
-            .map_err(|e| OAuthError::server_error("could not read the task back", e))?;
+        let live = super::LiveTask::new(task.clone(), holder);
         let claims = WritClaims {
             iss: self.urls.issuer.clone(),
             sub: task.subject_id.clone(),
@@ -457,8 +456,7 @@ impl TokenService {
             }
             return Err(OAuthError::server_error("could not record the task", err));
         }
-        self.remember_task(task.clone(), holder)
-            .map_err(|e| OAuthError::server_error("could not read the task back", e))?;
+        self.remember_task(task.clone(), holder);
         tracing::info!(task = %task.id, agent = %task.agent_id, parent = ?task.parent_id, "task begun");
         Ok(json!({
             "access_token": token,
@@ -582,7 +580,13 @@ fn begun_event(task: &Task, holder: &Agent) -> writ_audit::Event {
         .with_actor(actors(task))
         .with_task(task.id.clone())
         .with_field("purpose", task.purpose.clone())
-        .with_field("tools", task.tools.clone())
+        .with_field(
+            "tools",
+            task.tools
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
         .with_field("data_classes", task.data_classes.clone())
         .with_field("expires_at", task.expires_at)
         .with_field("depth", task.depth)

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use writ_core::config::{Config, TokenConfig};
-use writ_core::task::{TaskGrant, ToolPattern};
+use writ_core::task::TaskGrant;
 use writ_policy::{AgentFacts, TaskFacts};
 use writ_store::{Agent, ChangeKind, Store, Task, TaskState};
 
@@ -102,30 +102,24 @@ pub struct LiveTask {
 }
 
 impl LiveTask {
-    /// The task as recorded. A stored pattern Writ cannot read is an error, never
-    /// dropped: a grant with a pattern left out would be another grant.
-    fn new(task: Task, agent: &Agent) -> Result<Self, String> {
-        let tools = task
-            .tools
-            .iter()
-            .map(|t| ToolPattern::parse(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("task `{}` is stored with a bad pattern: {e}", task.id))?;
+    /// The task as recorded. The store parsed its patterns when it read the task, and
+    /// refused it if one did not parse.
+    fn new(task: Task, agent: &Agent) -> Self {
         let grant = TaskGrant {
             purpose: task.purpose.clone(),
             category: task.category.clone(),
-            tools,
+            tools: task.tools.clone(),
             data_classes: task.data_classes.clone(),
             max_calls: task.max_calls,
         };
-        Ok(Self {
+        Self {
             agent: agent_facts(agent),
             state: Mutex::new(task.state),
             calls: AtomicU64::new(task.calls),
             stored_calls: AtomicU64::new(task.calls),
             grant,
             task,
-        })
+        }
     }
 
     /// Takes one call of the task's budget for a use about to be decided. The call is
@@ -480,19 +474,16 @@ impl TokenService {
             .ok_or_else(|| {
                 Denied::InvalidToken(format!("the agent of task `{id}` is no longer registered"))
             })?;
-        self.remember_task(task, &agent).map(Some).map_err(|err| {
-            tracing::error!(%err, "could not load a task");
-            Denied::Unavailable
-        })
+        Ok(Some(self.remember_task(task, &agent)))
     }
 
-    fn remember_task(&self, task: Task, agent: &Agent) -> Result<Arc<LiveTask>, String> {
+    fn remember_task(&self, task: Task, agent: &Agent) -> Arc<LiveTask> {
         let id = task.id.clone();
-        let live = Arc::new(LiveTask::new(task, agent)?);
-        Ok(match self.tasks.lock() {
+        let live = Arc::new(LiveTask::new(task, agent));
+        match self.tasks.lock() {
             Ok(mut tasks) => tasks.entry(id).or_insert(live).clone(),
             Err(_) => live,
-        })
+        }
     }
 
     /// Authenticates one `/mcp` request: the writ, its DPoP proof when bound, and its

@@ -1,10 +1,11 @@
 //! Tool pins: trust on first use, drift held back until an operator accepts it.
 
+use async_trait::async_trait;
 use sqlx::sqlite::SqliteConnection;
 
 use super::rows::{self, db, to_json};
-use super::{SqliteStore, record_changes};
-use crate::{ChangeKind, OfferedTool, StoreError, StoreResult, ToolPin};
+use super::{SqliteStore, changes};
+use crate::{ChangeKind, OfferedTool, StoreError, StoreResult, ToolPin, ToolPinStore};
 
 /// The change-feed subject and the name operators see: server names never contain `.`,
 /// so the first `.` splits it again.
@@ -28,51 +29,89 @@ async fn select(
         .transpose()
 }
 
-pub(super) async fn tool_pins(
-    store: &SqliteStore,
-    server: Option<&str>,
-) -> StoreResult<Vec<ToolPin>> {
-    // A NULL parameter switches the condition off, as in `tasks`.
-    sqlx::query("SELECT * FROM tool_pins WHERE ?1 IS NULL OR server = ?1 ORDER BY server, tool")
-        .bind(server)
-        .fetch_all(&store.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(rows::tool_pin)
-        .collect()
-}
+#[async_trait]
+impl ToolPinStore for SqliteStore {
+    async fn tool_pins(&self, server: Option<&str>) -> StoreResult<Vec<ToolPin>> {
+        // A NULL parameter switches the condition off, as in `tasks`.
+        sqlx::query("SELECT * FROM tool_pins WHERE ?1 IS NULL OR server = ?1 ORDER BY server, tool")
+            .bind(server)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(rows::tool_pin)
+            .collect()
+    }
 
-pub(super) async fn tool_pin(
-    store: &SqliteStore,
-    server: &str,
-    tool: &str,
-) -> StoreResult<Option<ToolPin>> {
-    let mut conn = store.pool.acquire().await.map_err(db)?;
-    select(&mut conn, server, tool).await
-}
+    async fn tool_pin(&self, server: &str, tool: &str) -> StoreResult<Option<ToolPin>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        select(&mut conn, server, tool).await
+    }
 
-pub(super) async fn observe_tools(
-    store: &SqliteStore,
-    server: &str,
-    tools: &[OfferedTool<'_>],
-    now: i64,
-) -> StoreResult<Vec<ToolPin>> {
-    let mut tx = store.begin().await?;
-    let mut pins = Vec::with_capacity(tools.len());
-    let mut changed = Vec::new();
-    for offered in tools {
-        let (pin, drift_changed) = observe(&mut tx, server, offered, now).await?;
-        if drift_changed {
-            changed.push(subject(server, offered.tool));
+    async fn observe_tools(
+        &self,
+        server: &str,
+        tools: &[OfferedTool<'_>],
+        now: i64,
+    ) -> StoreResult<Vec<ToolPin>> {
+        let mut tx = self.begin().await?;
+        let mut pins = Vec::with_capacity(tools.len());
+        let mut changed = Vec::new();
+        for offered in tools {
+            let (pin, drift_changed) = observe(&mut tx, server, offered, now).await?;
+            if drift_changed {
+                changed.push(subject(server, offered.tool));
+            }
+            pins.push(pin);
         }
-        pins.push(pin);
+        if !changed.is_empty() {
+            changes::record(&mut tx, ChangeKind::Tool, &changed).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(pins)
     }
-    if !changed.is_empty() {
-        record_changes(&mut tx, ChangeKind::Tool, &changed).await?;
+
+    async fn accept_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        expected: Option<&str>,
+        now: i64,
+    ) -> StoreResult<ToolPin> {
+        let mut tx = self.begin().await?;
+        // Copied inside the database: the definition accepted is the one stored, byte for byte.
+        let accepted = sqlx::query(
+            "UPDATE tool_pins \
+             SET hash = drift_hash, definition = drift_definition, pinned_at = ?3, \
+                 drift_hash = NULL, drift_definition = NULL, drift_seen_at = NULL \
+             WHERE server = ?1 AND tool = ?2 AND drift_hash IS NOT NULL \
+               AND (?4 IS NULL OR substr(drift_hash, 1, length(?4)) = ?4) RETURNING *",
+        )
+        .bind(server)
+        .bind(tool)
+        .bind(now)
+        .bind(expected)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(accepted) = accepted else {
+            let name = subject(server, tool);
+            return Err(match select(&mut tx, server, tool).await? {
+                Some(pin) => match (pin.drift, expected) {
+                    (Some(drift), Some(expected)) => StoreError::Stale(format!(
+                        "the changed definition of tool `{name}` is now {}, not {expected}: it changed again since it was reviewed",
+                        drift.hash
+                    )),
+                    _ => StoreError::NotFound(format!("a changed definition of tool `{name}`")),
+                },
+                None => StoreError::NotFound(format!("tool `{name}`")),
+            });
+        };
+        let pin = rows::tool_pin(&accepted)?;
+        changes::record(&mut tx, ChangeKind::Tool, &[subject(server, tool)]).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(pin)
     }
-    tx.commit().await.map_err(db)?;
-    Ok(pins)
 }
 
 /// One offered tool against its pin, inside the caller's transaction: the pin now, and
@@ -138,46 +177,4 @@ async fn observe(
             (rows::tool_pin(&drifted)?, true)
         }
     })
-}
-
-pub(super) async fn accept_tool(
-    store: &SqliteStore,
-    server: &str,
-    tool: &str,
-    expected: Option<&str>,
-    now: i64,
-) -> StoreResult<ToolPin> {
-    let mut tx = store.begin().await?;
-    // Copied inside the database: the definition accepted is the one stored, byte for byte.
-    let accepted = sqlx::query(
-        "UPDATE tool_pins \
-         SET hash = drift_hash, definition = drift_definition, pinned_at = ?3, \
-             drift_hash = NULL, drift_definition = NULL, drift_seen_at = NULL \
-         WHERE server = ?1 AND tool = ?2 AND drift_hash IS NOT NULL \
-           AND (?4 IS NULL OR substr(drift_hash, 1, length(?4)) = ?4) RETURNING *",
-    )
-    .bind(server)
-    .bind(tool)
-    .bind(now)
-    .bind(expected)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db)?;
-    let Some(accepted) = accepted else {
-        let name = subject(server, tool);
-        return Err(match select(&mut tx, server, tool).await? {
-            Some(pin) => match (pin.drift, expected) {
-                (Some(drift), Some(expected)) => StoreError::Stale(format!(
-                    "the changed definition of tool `{name}` is now {}, not {expected}: it changed again since it was reviewed",
-                    drift.hash
-                )),
-                _ => StoreError::NotFound(format!("a changed definition of tool `{name}`")),
-            },
-            None => StoreError::NotFound(format!("tool `{name}`")),
-        });
-    };
-    let pin = rows::tool_pin(&accepted)?;
-    record_changes(&mut tx, ChangeKind::Tool, &[subject(server, tool)]).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(pin)
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{Decode, Row, Type};
+use writ_core::task::ToolPattern;
 
 use crate::{
     Agent, AgentCredential, Change, ChangeKind, SigningKey, StoreError, StoreResult, Task,
@@ -75,19 +76,33 @@ pub(super) fn agent(row: &SqliteRow) -> StoreResult<Agent> {
     })
 }
 
+/// A task row. Its tool patterns are parsed here, once; a pattern that does not parse is
+/// an error naming the task and the pattern, never dropped: a grant with a pattern left
+/// out would be another grant.
 pub(super) fn task(row: &SqliteRow) -> StoreResult<Task> {
+    let id: String = get(row, "id")?;
     let state: String = get(row, "state")?;
     let state = TaskState::parse(&state)
         .ok_or_else(|| StoreError::Database(format!("unknown task state `{state}`")))?;
+    let tools = get_json::<Vec<String>>(row, "tools")?
+        .iter()
+        .map(|text| {
+            ToolPattern::parse(text).map_err(|err| {
+                StoreError::Database(format!(
+                    "task `{id}` is stored with tool pattern `{text}`, which does not parse: {err}"
+                ))
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
     Ok(Task {
-        id: get(row, "id")?,
+        id,
         agent_id: get(row, "agent_id")?,
         subject_id: get(row, "subject_id")?,
         parent_id: get(row, "parent_id")?,
         depth: get(row, "depth")?,
         purpose: get(row, "purpose")?,
         category: get(row, "category")?,
-        tools: get_json(row, "tools")?,
+        tools,
         data_classes: get_json(row, "data_classes")?,
         max_calls: get(row, "max_calls")?,
         calls: get(row, "calls")?,

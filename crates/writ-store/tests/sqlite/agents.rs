@@ -1,6 +1,6 @@
 //! Registering agents and finding them again.
 
-use writ_store::{Store, StoreError};
+use writ_store::{AgentStore, StoreError};
 
 use crate::{agent, external, open};
 

@@ -5,7 +5,7 @@
 use ed25519_dalek::SigningKey;
 use sqlx::Connection as _;
 use writ_audit::{Broken, Chain, Checkpoint, Event, Place, Record, kinds, verify_chain};
-use writ_store::{AuditEntry, AuditFilter, AuditKey, SqliteStore, Store, StoreError};
+use writ_store::{AuditEntry, AuditFilter, AuditKey, AuditStore, SqliteStore, StoreError};
 
 use super::open;
 

@@ -1,6 +1,9 @@
 //! The database file itself: reopening, sharing, versions; and the in-memory variant.
 
-use writ_store::{ChangeKind, SqliteStore, Store, StoreError, Task, TaskState};
+use writ_store::{
+    AgentStore, ChangeFeed, ChangeKind, ReplayCache, SigningKeyStore, SqliteStore, StoreError,
+    Task, TaskState, TaskStore, ToolPinStore,
+};
 
 use crate::{TempDir, agent, key, task};
 

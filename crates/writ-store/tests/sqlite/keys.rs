@@ -1,6 +1,6 @@
 //! Writ's signing keys and the change feed.
 
-use writ_store::{Change, ChangeKind, Store, StoreError};
+use writ_store::{Change, ChangeFeed, ChangeKind, SigningKeyStore, StoreError};
 
 use crate::{all_changes, key, open};
 

@@ -14,8 +14,10 @@ mod tasks;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use writ_core::task::ToolPattern;
 use writ_store::{
-    Agent, AgentCredential, ChangeKind, SigningKey, SqliteStore, Store, Task, TaskState,
+    Agent, AgentCredential, ChangeFeed, ChangeKind, SigningKey, SqliteStore, Task, TaskState,
+    TaskStore,
 };
 
 /// A directory of its own per test, removed when the test ends.
@@ -88,7 +90,7 @@ fn task(id: &str, agent_id: &str, created_at: i64) -> Task {
         depth: 0,
         purpose: "reconcile invoices".to_owned(),
         category: Some("finance".to_owned()),
-        tools: vec!["billing.*".to_owned(), "mail.send".to_owned()],
+        tools: vec![pattern("billing.*"), pattern("mail.send")],
         data_classes: vec!["pii".to_owned()],
         max_calls: Some(10),
         calls: 0,
@@ -101,6 +103,10 @@ fn task(id: &str, agent_id: &str, created_at: i64) -> Task {
         expires_at: created_at + 600,
         ended_at: None,
     }
+}
+
+fn pattern(text: &str) -> ToolPattern {
+    ToolPattern::parse(text).unwrap()
 }
 
 /// A task delegated from `parent` to `agent_id`.

@@ -1,7 +1,9 @@
 //! Tool pins: trust on first use, drift held back and cleared, an operator accepting it.
 
 use serde_json::json;
-use writ_store::{ChangeKind, OfferedTool, SqliteStore, Store, StoreError, ToolDrift, ToolPin};
+use writ_store::{
+    ChangeKind, OfferedTool, SqliteStore, StoreError, ToolDrift, ToolPin, ToolPinStore,
+};
 
 use crate::{TempDir, all_changes, open};
 

@@ -1,6 +1,6 @@
 //! The one-time identifier cache.
 
-use writ_store::Store;
+use writ_store::ReplayCache;
 
 use crate::open;
 

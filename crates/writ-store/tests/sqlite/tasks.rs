@@ -1,8 +1,10 @@
 //! Tasks: recording, listing, ending, revoking down the delegation tree, expiring.
 
-use writ_store::{ChangeKind, Store, StoreError, TaskFilter, TaskState};
+use writ_store::{
+    AgentStore, ChangeFeed, ChangeKind, StoreError, TaskFilter, TaskState, TaskStore,
+};
 
-use crate::{agent, all_changes, child, ids, open, state, task};
+use crate::{agent, all_changes, child, ids, open, pattern, state, task};
 
 #[tokio::test]
 async fn task_round_trips_and_begins_active() {
@@ -297,4 +299,63 @@ async fn expire_tasks_ends_only_active_tasks_past_expiry() {
 
     let subjects: Vec<_> = all_changes(&store).await.into_iter().map(|c| c.1).collect();
     assert_eq!(subjects, ["tsk_4", "tsk_1", "tsk_2"]);
+}
+
+#[tokio::test]
+async fn every_form_of_tool_pattern_reads_back_as_written() {
+    let (_dir, store) = open().await;
+    let mut wide = task("tsk_1", "agt_1", 100);
+    wide.tools = [
+        "*",
+        "notes.*",
+        "notes.read",
+        "notes.prompt:*",
+        "notes.prompt:summarise",
+        "docs.resource:*",
+        "docs.resource:file:///reports/q3.txt",
+        "docs.resource:file:///reports/*",
+    ]
+    .into_iter()
+    .map(pattern)
+    .collect();
+    store.insert_task(&wide).await.unwrap();
+    assert_eq!(store.task("tsk_1").await.unwrap(), Some(wide));
+}
+
+/// A stored pattern Writ cannot read is an error naming the task and the pattern, never
+/// dropped: a grant with a pattern left out would be another grant.
+#[tokio::test]
+async fn a_stored_tool_pattern_that_does_not_parse_is_an_error_naming_it() {
+    use sqlx::Connection as _;
+
+    let (dir, store) = open().await;
+    store
+        .insert_task(&task("tsk_1", "agt_1", 100))
+        .await
+        .unwrap();
+    store
+        .insert_task(&task("tsk_2", "agt_1", 110))
+        .await
+        .unwrap();
+    // No API writes a bad pattern (the type cannot hold one), so the row is changed
+    // behind the store's back, as a bad migration or another writer could.
+    let url = format!("sqlite://{}", dir.db().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE tasks SET tools = ?1 WHERE id = 'tsk_1'")
+        .bind(r#"["billing.*","billing.no such tool"]"#)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let err = store.task("tsk_1").await.unwrap_err();
+    let StoreError::Database(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("task `tsk_1`"), "{message}");
+    assert!(message.contains("`billing.no such tool`"), "{message}");
+    let err = store.tasks(&TaskFilter::default()).await.unwrap_err();
+    assert!(err.to_string().contains("task `tsk_1`"), "{err}");
+    // Only that task is unreadable.
+    assert!(store.task("tsk_2").await.unwrap().is_some());
 }
