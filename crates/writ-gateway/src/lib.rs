@@ -427,8 +427,28 @@ pub struct Running {
 }
 
 impl Running {
-    /// Binds the listener and starts serving; upstreams connect in the background.
+    /// Binds the listener and starts serving; upstreams connect in the background. With
+    /// authentication on, the state is kept in the SQLite store at `store.path`, opened
+    /// here: a convenience for tests and embedders; the binary opens its store itself and
+    /// calls [`Running::start_with_store`].
     pub async fn start(config: &Config) -> Result<Self, StartError> {
+        Self::launch(config, None).await
+    }
+
+    /// [`Running::start`] with `store` as the gateway's state, whichever backend it is,
+    /// instead of opening one at `store.path`. With authentication off the gateway keeps
+    /// no state and `store` is not used.
+    pub async fn start_with_store(
+        config: &Config,
+        store: Arc<dyn writ_store::Store>,
+    ) -> Result<Self, StartError> {
+        Self::launch(config, Some(store)).await
+    }
+
+    async fn launch(
+        config: &Config,
+        store: Option<Arc<dyn writ_store::Store>>,
+    ) -> Result<Self, StartError> {
         let listener = tokio::net::TcpListener::bind(config.gateway.listen)
             .await
             .map_err(|error| StartError::Listen {
@@ -448,13 +468,17 @@ impl Running {
                 None
             }
             AuthMode::On => {
-                let store = writ_store::SqliteStore::open(&config.store.path)
-                    .await
-                    .map_err(|error| StartError::Store {
-                        path: config.store.path.clone(),
-                        error,
-                    })?;
-                let store: Arc<dyn writ_store::Store> = Arc::new(store);
+                let store: Arc<dyn writ_store::Store> = match store {
+                    Some(store) => store,
+                    None => Arc::new(
+                        writ_store::SqliteStore::open(&config.store.path)
+                            .await
+                            .map_err(|error| StartError::Store {
+                                path: config.store.path.clone(),
+                                error,
+                            })?,
+                    ),
+                };
                 let audit = audit::AuditLog::start(store.clone(), &config.audit, shutdown.clone())
                     .await
                     .map_err(|error| StartError::Audit {

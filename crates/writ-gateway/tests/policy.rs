@@ -23,6 +23,7 @@ use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
 use writ_gateway::token::now;
 use writ_mcp::server::{Tool, ToolServer, text_result};
+use writ_store::faults::{Fault, FaultyStore};
 use writ_store::{
     Agent, AgentCredential, AuditStore, SqliteStore, Store, TaskState, TaskStore, ToolPinStore,
 };
@@ -333,6 +334,8 @@ struct Fixture {
     base: String,
     mcp: Mcp,
     store: Arc<SqliteStore>,
+    /// The gateway's store: `store` behind switches that make chosen operations fail.
+    faults: Arc<FaultyStore>,
     rita: AgentKey,
     rob: AgentKey,
     otto: AgentKey,
@@ -389,7 +392,10 @@ impl Fixture {
             policies.display(),
         ))
         .unwrap();
-        let running = Running::start(&config).await.unwrap();
+        let faults = Arc::new(FaultyStore::new(store.clone()));
+        let running = Running::start_with_store(&config, faults.clone())
+            .await
+            .unwrap();
         assert!(running.wait_ready(Duration::from_secs(20)).await);
         let base = format!("http://{}", running.local_addr());
         Self {
@@ -400,6 +406,7 @@ impl Fixture {
             base,
             running,
             store,
+            faults,
             rita,
             rob,
             otto,
@@ -1580,20 +1587,11 @@ fn audit_key(public: &str) -> ed25519_dalek::VerifyingKey {
 /// forwarded, and the gateway says it is not ready until writes work again.
 #[tokio::test]
 async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
-    use sqlx::Connection as _;
     let kit = Kit::start().await;
     let fx = Fixture::start(example_pack(), "", &kit.toml).await;
     let writ = fx.writ(&fx.rita, &["notes.*"]).await;
-    let url = format!("sqlite://{}", fx.dir.join("writ.db").display());
-    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    // What a full disk or a read-only file looks like to the writer: every insert fails.
-    sqlx::raw_sql(
-        "CREATE TRIGGER no_room BEFORE INSERT ON audit_records \
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap();
+    // What a full disk or a read-only file looks like to the writer: every append fails.
+    fx.faults.fail(Fault::AuditAppends, true);
     let refused = fx
         .mcp
         .call(&writ, "notes.write", json!({"text": "x"}))
@@ -1603,12 +1601,12 @@ async fn a_call_that_cannot_be_recorded_is_refused_and_not_forwarded() {
     let (status, body) = fx.readyz().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["audit"], false);
+    assert!(
+        fx.faults.refused(Fault::AuditAppends) > 0,
+        "the refusal came from the failing append"
+    );
 
-    sqlx::raw_sql("DROP TRIGGER no_room")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    fx.faults.fail(Fault::AuditAppends, false);
     let recorded = fx
         .mcp
         .call(&writ, "notes.write", json!({"text": "y"}))
@@ -1662,6 +1660,8 @@ async fn a_record_waits_for_the_write_lock_without_stalling_its_holder() {
     .await
     .unwrap();
     let url = format!("sqlite://{}", path.display());
+    // Raw SQL on purpose: the test is about SQLite's own write lock, held by another
+    // connection, which no store wrapper can stand in for.
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::raw_sql("BEGIN IMMEDIATE")
         .execute(&mut db)

@@ -7,6 +7,7 @@
 //! another backend (PostgreSQL, for replicas sharing state) can implement them one by
 //! one. Times are Unix seconds (UTC), as in JWTs.
 
+pub mod faults;
 mod model;
 mod sqlite;
 

@@ -124,7 +124,8 @@ impl Seeded {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Runs SQL on the database file behind the store's back.
+    /// Runs SQL on the database file behind the store's back. Raw SQL is right here:
+    /// `writ audit` runs in another process, and a changed file is what it must detect.
     fn tamper(&self, sql: &str, binds: &[&str]) {
         runtime().block_on(async {
             use sqlx::Connection as _;

@@ -512,7 +512,8 @@ fn audit_verify_passes_a_clean_log_and_names_a_changed_record() {
         "{clean}"
     );
 
-    // Someone with the database file changes one decision.
+    // Someone with the database file changes one decision. Raw SQL is right here: the
+    // command runs in another process, and a changed file is what it must detect.
     runtime.block_on(async {
         use sqlx::Connection as _;
         let url = format!("sqlite://{}", db.display());

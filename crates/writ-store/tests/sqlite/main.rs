@@ -5,6 +5,7 @@
 
 mod agents;
 mod audit;
+mod faults;
 mod files;
 mod keys;
 mod pins;

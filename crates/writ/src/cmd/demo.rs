@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &data.join("operator.key"),
     )
     .await?;
-    let running = Running::start(&config)
+    let running = Running::start_with_store(&config, store.clone())
         .await
         .context("could not start the gateway")?;
     if !running.wait_ready(Duration::from_secs(10)).await {

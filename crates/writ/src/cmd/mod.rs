@@ -64,11 +64,17 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Opens the store the configuration names.
+/// Opens the store the configuration names. This is where the binary picks the store's
+/// backend, for `writ serve` and every other command: SQLite, the only one Writ has today.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(&config.store.path)
         .await
-        .with_context(|| format!("could not open the store `{}`", config.store.path.display()))?;
+        .with_context(|| {
+            format!(
+                "could not open the store at `{}`",
+                config.store.path.display()
+            )
+        })?;
     Ok(Arc::new(store))
 }
 

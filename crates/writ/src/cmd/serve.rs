@@ -1,5 +1,6 @@
 //! `writ serve --config writ.toml`.
 
+use writ_core::config::AuthMode;
 use writ_gateway::Running;
 
 #[derive(Debug, clap::Args)]
@@ -10,7 +11,13 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.load()?;
-    let running = Running::start(&config).await?;
+    let running = match config.gateway.auth {
+        AuthMode::On => {
+            Running::start_with_store(&config, super::open_store(&config).await?).await?
+        }
+        // Without authentication the gateway keeps no state: no store is opened.
+        AuthMode::Off => Running::start(&config).await?,
+    };
     tracing::info!(url = %running.mcp_url(), servers = config.servers.len(), "writ is listening");
     // One line on stdout that scripts can wait for.
     #[expect(
