@@ -9,7 +9,6 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use writ_audit::kinds;
 use writ_core::task::Target as GrantTarget;
-use writ_core::tools::{classify_prompt, classify_resource};
 use writ_mcp::jsonrpc;
 use writ_mcp::revision::ProtocolVersion;
 use writ_policy::{ContentFacts, ContentKind, Decision, Engine, FactsError, ListContext};
@@ -199,16 +198,7 @@ impl<'g> Screen<'g> {
             .get(server)
             .ok_or_else(|| "Writ does not know its server".to_owned())?;
         Ok(match self.list {
-            ListName::Prompts => {
-                let upstream = self.upstream_name(name);
-                ContentFacts {
-                    kind: ContentKind::Prompt,
-                    name: format!("{}.{upstream}", config.name),
-                    server: config.name.to_string(),
-                    template: None,
-                    class: classify_prompt(&config.prompts, upstream),
-                }
-            }
+            ListName::Prompts => super::target::prompt_facts(config, self.upstream_name(name)),
             _ => {
                 let template = self.list == ListName::ResourceTemplates;
                 // A URI that could reach elsewhere once normalised is never offered:
@@ -216,13 +206,7 @@ impl<'g> Screen<'g> {
                 if !template {
                     writ_core::uri::check(name).map_err(|e| e.to_string())?;
                 }
-                ContentFacts {
-                    kind: ContentKind::Resource,
-                    name: name.to_owned(),
-                    server: config.name.to_string(),
-                    template: template.then(|| name.to_owned()),
-                    class: classify_resource(&config.resources, name),
-                }
+                super::target::resource_facts(config, name, template.then(|| name.to_owned()))
             }
         })
     }
@@ -230,27 +214,8 @@ impl<'g> Screen<'g> {
     /// What using it would be a deviation for is not offered in the first place. The
     /// reason does not name the item, so the items hidden for it are recorded together.
     fn outside_task(&self, target: GrantTarget<'_>, data_classes: &[String]) -> Option<String> {
-        let live = &self.guarded.caller.task;
-        let (task, grant) = (&live.task, &live.grant);
-        if !grant.allows(target) {
-            return Some(format!(
-                "outside task `{}` (its tools: {})",
-                task.id,
-                task.tool_list()
-            ));
-        }
-        let class = data_classes
-            .iter()
-            .find(|c| !grant.data_classes.contains(c))?;
-        let declared = if grant.data_classes.is_empty() {
-            "none".to_owned()
-        } else {
-            grant.data_classes.join(", ")
-        };
-        Some(format!(
-            "handles data of class `{class}`, which task `{}` did not declare (its data classes: {declared})",
-            task.id
-        ))
+        let task = &self.guarded.caller.task;
+        super::stages::stray(task, target, data_classes).map(|stray| stray.describe(task))
     }
 
     fn policy_hides(&self, name: &str, decision: &Decision) -> Option<String> {

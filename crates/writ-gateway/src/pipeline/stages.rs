@@ -6,13 +6,14 @@
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use writ_core::config::OnDeviation;
+use writ_core::task::Target as GrantTarget;
 use writ_mcp::upstream::ProgressRoute;
 use writ_store::TaskState;
 
 use super::decision::{Allowed, Refusal};
 use super::target::{Facts, Target};
 use crate::error::GatewayError;
-use crate::token::{CallReservation, Caller, Denied};
+use crate::token::{CallReservation, Caller, Denied, LiveTask};
 use crate::{Gateway, Guard};
 
 /// A guarded request: the checks and the agent they apply to.
@@ -42,7 +43,7 @@ pub(crate) fn task_check(
             )));
         }
     }
-    if let Some(strayed) = stray(caller, target) {
+    if let Some(strayed) = strays(caller, target) {
         return Err(Refusal::Deviation(strayed));
     }
     if !target.use_.spends_budget() {
@@ -55,32 +56,70 @@ pub(crate) fn task_check(
     })
 }
 
-/// How a target lies outside its caller's task, in words; `None` when it lies within.
-pub(crate) fn stray(caller: &Caller, target: &Target) -> Option<String> {
-    let task = &caller.task.task;
-    let grant = &caller.task.grant;
-    let noun = target.noun();
-    let name = target.name();
-    if !grant.allows(target.as_grant_target()) {
-        return Some(format!(
-            "{noun} `{name}` is outside task `{}` (its tools: {})",
-            task.id,
-            task.tool_list()
-        ));
+/// How a target lies outside a task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stray<'t> {
+    /// Not among the task's patterns.
+    Outside,
+    /// Handles data of a class the task did not declare.
+    DataClass(&'t str),
+}
+
+impl Stray<'_> {
+    /// In words, without naming the target: "outside task … (its tools: …)" or
+    /// "handles data of class …".
+    pub(crate) fn describe(self, task: &LiveTask) -> String {
+        let (record, grant) = (&task.task, &task.grant);
+        match self {
+            Self::Outside => format!(
+                "outside task `{}` (its tools: {})",
+                record.id,
+                record.tool_list()
+            ),
+            Self::DataClass(class) => {
+                let declared = if grant.data_classes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    grant.data_classes.join(", ")
+                };
+                format!(
+                    "handles data of class `{class}`, which task `{}` did not declare (its data classes: {declared})",
+                    record.id
+                )
+            }
+        }
     }
-    let class = target
-        .data_classes()
+}
+
+/// How `target`, handling `data_classes`, lies outside `task`; `None` when it lies within.
+pub(crate) fn stray<'t>(
+    task: &LiveTask,
+    target: GrantTarget<'_>,
+    data_classes: &'t [String],
+) -> Option<Stray<'t>> {
+    let grant = &task.grant;
+    if !grant.allows(target) {
+        return Some(Stray::Outside);
+    }
+    data_classes
         .iter()
-        .find(|c| !grant.data_classes.contains(c))?;
-    let declared = if grant.data_classes.is_empty() {
-        "none".to_owned()
-    } else {
-        grant.data_classes.join(", ")
-    };
-    Some(format!(
-        "{noun} `{name}` handles data of class `{class}`, which task `{}` did not declare (its data classes: {declared})",
-        task.id
-    ))
+        .find(|c| !grant.data_classes.contains(c))
+        .map(|class| Stray::DataClass(class))
+}
+
+/// How a use's target lies outside its caller's task, in words naming the target.
+fn strays(caller: &Caller, target: &Target) -> Option<String> {
+    let stray = stray(
+        &caller.task,
+        target.as_grant_target(),
+        target.data_classes(),
+    )?;
+    let how = stray.describe(&caller.task);
+    let (noun, name) = (target.noun(), target.name());
+    Some(match stray {
+        Stray::Outside => format!("{noun} `{name}` is {how}"),
+        Stray::DataClass(_) => format!("{noun} `{name}` {how}"),
+    })
 }
 
 /// The pin check: a tool whose definition changed since it was trusted is not called,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 use writ_audit::kinds;
+use writ_core::config::ServerConfig;
 use writ_core::task::Target as GrantTarget;
 use writ_core::tools::{classify_prompt, classify_resource};
 use writ_mcp::jsonrpc;
@@ -243,14 +244,35 @@ fn prompt(gateway: &Gateway, use_: Use, exposed: &str) -> Result<Target, Gateway
         server,
         server_name: config.name.to_string(),
         upstream_name: name.to_owned(),
-        facts: Facts::Content(ContentFacts {
-            kind: ContentKind::Prompt,
-            name: format!("{}.{name}", config.name),
-            server: config.name.to_string(),
-            template: None,
-            class: classify_prompt(&config.prompts, name),
-        }),
+        facts: Facts::Content(prompt_facts(config, name)),
     })
+}
+
+/// A prompt (by its upstream name) as policy sees it.
+pub(crate) fn prompt_facts(config: &ServerConfig, name: &str) -> ContentFacts {
+    ContentFacts {
+        kind: ContentKind::Prompt,
+        name: format!("{}.{name}", config.name),
+        server: config.name.to_string(),
+        template: None,
+        class: classify_prompt(&config.prompts, name),
+    }
+}
+
+/// A resource, or a resource template (`template` is then the URI itself), as policy
+/// sees it.
+pub(crate) fn resource_facts(
+    config: &ServerConfig,
+    uri: &str,
+    template: Option<String>,
+) -> ContentFacts {
+    ContentFacts {
+        kind: ContentKind::Resource,
+        name: uri.to_owned(),
+        server: config.name.to_string(),
+        template,
+        class: classify_resource(&config.resources, uri),
+    }
 }
 
 /// A resource no server serves (or a URI refused outright), with the code of the era.
@@ -287,13 +309,7 @@ fn resource(
         server: served.server,
         server_name: config.name.to_string(),
         upstream_name: uri.to_owned(),
-        facts: Facts::Content(ContentFacts {
-            kind: ContentKind::Resource,
-            name: uri.to_owned(),
-            server: config.name.to_string(),
-            template: served.template,
-            class: classify_resource(&config.resources, uri),
-        }),
+        facts: Facts::Content(resource_facts(config, uri, served.template)),
     })
 }
 
@@ -316,12 +332,6 @@ fn template(
         server,
         server_name: config.name.to_string(),
         upstream_name: uri.to_owned(),
-        facts: Facts::Content(ContentFacts {
-            kind: ContentKind::Resource,
-            name: uri.to_owned(),
-            server: config.name.to_string(),
-            template: Some(uri.to_owned()),
-            class: classify_resource(&config.resources, uri),
-        }),
+        facts: Facts::Content(resource_facts(config, uri, Some(uri.to_owned()))),
     })
 }
