@@ -21,36 +21,133 @@ pub const MAX_URI_LEN: usize = 8 * 1024;
 #[error("{0}")]
 pub struct UriError(pub String);
 
-/// Checks that `uri` is a URI Writ can decide on: a scheme, then nothing that could name
-/// another place once the server decodes or normalises it.
+/// Checks that `uri` is a URI Writ can decide on: in the one spelling Writ matches and
+/// classifies, with nothing that could name another place once the server decodes or
+/// normalises it. Refused: anything but ASCII (percent-encode the rest); an uppercase
+/// scheme or authority; a `file` URI not written `file:///…`; a malformed percent
+/// escape, or one of a character that needs none (`%73` for `s`: another spelling of the
+/// same URI), of `.`, `/`, `\`, `%` or a control character, or of bytes that are not
+/// UTF-8 (overlong forms of `.`); a `.` or `..` segment anywhere, before or after
+/// decoding (also spelled with fullwidth or leader dots); an empty path segment (`//`).
 pub fn check(uri: &str) -> Result<(), UriError> {
     let err = |why: &str| Err(UriError(format!("resource URI `{}` {why}", shorten(uri))));
     if uri.len() > MAX_URI_LEN {
         return err(&format!("is longer than {MAX_URI_LEN} bytes"));
     }
-    if scheme_len(uri).is_none() {
+    let Some(scheme_end) = scheme_len(uri) else {
         return err("has no scheme (`scheme:…`)");
-    }
+    };
     if uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return err("contains spaces or control characters");
+    }
+    if !uri.is_ascii() {
+        return err("contains characters outside ASCII; percent-encode them");
     }
     if uri.contains('\\') {
         return err("contains a backslash");
     }
-    let lower = uri.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|e| lower.contains(e))
-    {
-        return err("contains a percent-encoded `.`, `/`, `\\` or NUL");
+    let (scheme, rest) = uri.split_at(scheme_end);
+    if scheme.bytes().any(|b| b.is_ascii_uppercase()) {
+        return err("has an uppercase scheme; write it in lowercase");
     }
-    // The path ends at the query or fragment; only its segments are normalised.
-    let path = uri.split(['?', '#']).next().unwrap_or(uri);
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(after) => after.split_at(after.find('/').unwrap_or(after.len())),
+        None => ("", rest),
+    };
+    if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+        return err("has an uppercase host; write it in lowercase");
+    }
+    if scheme == "file:" && (!rest.starts_with("///")) {
+        return err("must be written `file:///path` (no host, not `file:/path`)");
+    }
+    let decoded = match percent_decode(uri) {
+        Ok(decoded) => decoded,
+        Err(why) => return err(why),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    if path.contains("//") {
+        return err("contains an empty path segment (`//`)");
+    }
+    if has_dot_segment(uri) || has_dot_segment(&decoded) {
+        return err("contains a `.` or `..` segment");
+    }
+    Ok(())
+}
+
+/// `text` with its percent escapes decoded, refusing escapes that would let one URI be
+/// spelled two ways or name another place: of unreserved characters, of `.`, `/`, `\`,
+/// `%` or control characters, malformed ones, and bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Result<String, &'static str> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first != b'%' {
+            bytes.push(first);
+            rest = tail;
+            continue;
+        }
+        let hex = |b: u8| char::from(b).to_digit(16);
+        let (Some(&high), Some(&low)) = (tail.first(), tail.get(1)) else {
+            return Err("has a malformed percent escape");
+        };
+        let (Some(high), Some(low)) = (hex(high), hex(low)) else {
+            return Err("has a malformed percent escape");
+        };
+        let byte = u8::try_from(high * 16 + low).map_err(|_| "has a malformed percent escape")?;
+        if byte.is_ascii_alphanumeric() || b"-_~".contains(&byte) {
+            return Err(
+                "contains a percent-encoded character that needs no encoding; write it as it is",
+            );
+        }
+        if byte < 0x20 || byte == 0x7f || b"./\\%".contains(&byte) {
+            return Err("contains a percent-encoded `.`, `/`, `\\`, `%` or control character");
+        }
+        bytes.push(byte);
+        rest = tail.get(2..).unwrap_or_default();
+    }
+    String::from_utf8(bytes).map_err(|_| "contains percent-encoded bytes that are not UTF-8")
+}
+
+/// Whether any `/`-separated segment of `text` is `.` or `..`, counting the dots that
+/// Unicode normalisation (NFKC) turns into full stops.
+fn has_dot_segment(text: &str) -> bool {
+    text.split('/').any(|segment| {
+        let dots: String = segment
+            .chars()
+            .map(|c| match c {
+                '\u{FF0E}' | '\u{2024}' | '\u{FE52}' => ".".to_owned(),
+                '\u{2025}' => "..".to_owned(),
+                other => other.to_string(),
+            })
+            .collect();
+        dots == "." || dots == ".."
+    })
+}
+
+/// Checks a value an agent asks a server to complete for a URI template's variable: it
+/// must not carry what [`check`] refuses in a URI (a `..`, a backslash, an encoded `.`,
+/// `/`, `\\` or `%`, a control character), since a server completing, say, file names
+/// would otherwise list what lies outside the granted prefix.
+pub fn check_completion_value(value: &str) -> Result<(), UriError> {
+    let err = |why: &str| {
+        Err(UriError(format!(
+            "completion value `{}` {why}",
+            shorten(value)
+        )))
+    };
+    if value.len() > MAX_URI_LEN {
+        return err(&format!("is longer than {MAX_URI_LEN} bytes"));
+    }
+    if value.chars().any(char::is_control) || value.contains('\\') {
+        return err("contains a backslash or control characters");
+    }
+    let lower = value.to_ascii_lowercase();
+    if value.contains("..")
+        || ["%2e", "%2f", "%5c", "%25"]
+            .iter()
+            .any(|e| lower.contains(e))
     {
-        return err("contains a `.` or `..` path segment");
+        return err("contains `..` or a percent-encoded `.`, `/`, `\\` or `%`");
     }
     Ok(())
 }
@@ -249,11 +346,25 @@ mod tests {
             assert_eq!(check(good), Ok(()), "{good}");
         }
         for (bad, says) in [
-            ("file:///reports/../secrets/key", "`..` path segment"),
+            ("file:///reports/../secrets/key", "`..` segment"),
             ("file:///reports/./x", "`.` or `..`"),
-            ("file:///reports/..", "`..` path segment"),
+            ("file:///reports/..", "`..` segment"),
+            ("file:///reports/x?/../../etc/passwd", "`..` segment"),
             ("file:///reports%2F..%2Fsecrets", "percent-encoded"),
             ("file:///reports/%2e%2e/secrets", "percent-encoded"),
+            ("file:///reports/%252e%252e/secrets", "percent-encoded"),
+            ("file:///reports/%c0%ae%c0%ae/secrets", "not UTF-8"),
+            ("file:///reports/%EF%BC%8E%EF%BC%8E/secrets", "`..` segment"),
+            ("file:///reports/%E2%80%A5/secrets", "`..` segment"),
+            ("file:///%73ecrets/key", "needs no encoding"),
+            ("file:///reports/%zz", "malformed"),
+            ("file:///reports/%2", "malformed"),
+            ("file:///reports//etc/passwd", "empty path segment"),
+            ("file://localhost/secrets/key", "file:///path"),
+            ("file:/secrets/key", "file:///path"),
+            ("FILE:///secrets/key", "uppercase scheme"),
+            ("https://EXAMPLE.com/x", "uppercase host"),
+            ("file:///résumé.txt", "outside ASCII"),
             ("file:///reports\\..\\secrets", "backslash"),
             ("file:///a b", "spaces"),
             ("file:///a\u{0}b", "control"),
@@ -263,6 +374,12 @@ mod tests {
             let error = check(bad).unwrap_err().0;
             assert!(error.contains(says), "{bad}: {error}");
         }
+        assert!(check_completion_value("q3").is_ok());
+        for bad in ["../", "a\\b", "%2e%2e", "x%252e"] {
+            assert!(check_completion_value(bad).is_err(), "{bad}");
+        }
+        // Non-ASCII, percent-encoded as UTF-8, is a name like any other.
+        assert_eq!(check("file:///r%C3%A9sum%C3%A9.txt"), Ok(()));
         // A dot segment in the query is data, not a path.
         assert_eq!(check("demo://x/find?path=../y"), Ok(()));
     }

@@ -613,6 +613,13 @@ async fn resources_no_server_serves_and_escaping_uris_are_refused_in_both_eras()
             "file:///reports/%2E%2E%2Fsecrets%2Fkey.txt",
             "file:///reports\\..\\secrets\\key.txt",
             "reports/q3.txt",
+            "file:///reports//etc/passwd",
+            "file:///reports/x?/../../secrets/key.txt",
+            "file:///reports/%252e%252e/secrets/key.txt",
+            "file:///reports/%c0%ae%c0%ae/secrets/key.txt",
+            "file:///%73ecrets/key.txt",
+            "file://localhost/secrets/key.txt",
+            "FILE:///reports/q3.txt",
         ] {
             let refused = fx.read(era, &writ, uri).await;
             let message = refused.error(StatusCode::OK, not_found);
@@ -621,7 +628,10 @@ async fn resources_no_server_serves_and_escaping_uris_are_refused_in_both_eras()
                     || message.contains("segment")
                     || message.contains("percent-encoded")
                     || message.contains("backslash")
-                    || message.contains("no scheme"),
+                    || message.contains("no scheme")
+                    || message.contains("needs no encoding")
+                    || message.contains("file:///path")
+                    || message.contains("uppercase"),
                 "{era:?} {uri}: {message}"
             );
         }
@@ -642,10 +652,42 @@ async fn resources_no_server_serves_and_escaping_uris_are_refused_in_both_eras()
             )
             .await;
         template.error(StatusCode::OK, not_found);
+        // What a server is asked to complete cannot reach past the grant either.
+        let climbing = fx
+            .request(
+                era,
+                &writ,
+                "completion/complete",
+                json!({ "ref": { "type": "ref/resource", "uri": "file:///reports/{name}" },
+                        "argument": { "name": "name", "value": "../secrets/" } }),
+            )
+            .await;
+        assert!(
+            climbing
+                .error(StatusCode::OK, not_found)
+                .contains("completion value `../secrets/`"),
+            "{climbing:?}"
+        );
     }
     assert_eq!(kit.uses(), 0, "nothing reached a server");
     assert_eq!(fx.task_state(&task_of(&writ)).await, TaskState::Active);
-    fx.stop().await;
+    // Probing leaves a trace: every refusal is recorded, though nothing was resolved.
+    let records = fx.stop().await;
+    let refused = |kind: &str, what: &str| {
+        records
+            .iter()
+            .filter(|r| r.kind == kind && r.tool.as_deref() == Some(what))
+            .all(|r| r.decision.as_deref() == Some("deny"))
+            && records
+                .iter()
+                .any(|r| r.kind == kind && r.tool.as_deref() == Some(what))
+    };
+    assert!(refused(
+        "resource.decided",
+        "file:///reports/../secrets/key.txt"
+    ));
+    assert!(refused("resource.decided", "file:///elsewhere/x.txt"));
+    assert!(refused("prompt.decided", "crm.summary"));
 }
 
 /// A subscription is decided as a read of its resource (outside the task it is a

@@ -28,6 +28,9 @@ use crate::pipeline::{self, Admitted, Incoming};
 use crate::sessions::Session;
 use crate::token::{Denied, endpoints};
 
+/// The most a 2025-03-26 batch's answers may add up to before the rest is refused.
+const MAX_BATCH_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
 /// How many progress notifications of one call wait for a slow agent; past that, newer
 /// ones are dropped (progress is advisory; the answer itself is never dropped).
 const PROGRESS_BACKLOG: usize = 64;
@@ -400,8 +403,11 @@ async fn batch(
     items: Vec<Result<Message, FrameError>>,
     admitted: &Admitted,
 ) -> Response {
-    let mut answers = Vec::new();
+    let mut answers: Vec<String> = Vec::new();
     for item in items {
+        // Answers are held until the whole batch is done: past this, the rest of the
+        // batch is refused unforwarded rather than held without limit.
+        let answered: usize = answers.iter().map(String::len).sum();
         match item {
             Ok(Message::Request(request)) if request.method == "initialize" => {
                 answers.push(
@@ -409,6 +415,16 @@ async fn batch(
                         StatusCode::OK,
                         code::INVALID_REQUEST,
                         "`initialize` cannot be part of a batch",
+                    )
+                    .to_response(Some(request.id.as_raw())),
+                );
+            }
+            Ok(Message::Request(request)) if answered > MAX_BATCH_ANSWER_BYTES => {
+                answers.push(
+                    client_error(
+                        StatusCode::OK,
+                        code::INVALID_REQUEST,
+                        format!("the batch's answers passed {MAX_BATCH_ANSWER_BYTES} bytes; send the rest in another batch"),
                     )
                     .to_response(Some(request.id.as_raw())),
                 );

@@ -22,7 +22,7 @@ pub(crate) struct Allowed {
 }
 
 /// Why a use is not forwarded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Refusal {
     /// The task is no longer active (ended, revoked, expired): 401, as for a dead writ.
     TaskEnded(String),

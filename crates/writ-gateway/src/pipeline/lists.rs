@@ -206,6 +206,16 @@ impl<'g> Screen<'g> {
                 if !template {
                     writ_core::uri::check(name).map_err(|e| e.to_string())?;
                 }
+                // Shown only where a read or completion would be routed: when two servers
+                // list one URI, the one a read reaches is the one that decides.
+                let routed = if template {
+                    self.gateway.catalog.template_server(name)
+                } else {
+                    self.gateway.catalog.resource_server(name).map(|s| s.server)
+                };
+                if routed != Some(server) {
+                    return Err("another server serves it".to_owned());
+                }
                 super::target::resource_facts(config, name, template.then(|| name.to_owned()))
             }
         })

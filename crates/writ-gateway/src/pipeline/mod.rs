@@ -136,7 +136,13 @@ async fn use_target(
         let target = target::resolve(gateway, use_, &params, version)?;
         return stages::forward(gateway, &target, params, progress).await;
     };
-    let target = target::resolve(gateway, use_, &params, version)?;
+    let target = match target::resolve(gateway, use_, &params, version) {
+        Ok(target) => target,
+        Err(error) => {
+            record::unresolved(guarded, use_, &params, &error).await;
+            return Err(error);
+        }
+    };
     let call = record::new_call_id();
     let decided = stages::task_check(guarded, &target).and_then(|budget| {
         stages::pin_check(&target)?;
@@ -146,20 +152,28 @@ async fn use_target(
         let policies = stages::policy(guarded, &target, arguments, calls_before)?;
         stages::approval(Ok(Allowed { policies, budget }))
     });
-    let decided = record::decision(guarded, &target, &call, arguments, decided).await;
     let allowed = match decided {
-        Ok(allowed) => allowed,
-        Err(refusal) => return Err(stages::refuse(guarded, &target, &call, refusal).await),
+        Err(refusal) if refusal.is_deviation() => {
+            let event =
+                record::decision_event(guarded, &target, &call, arguments, &Err(refusal.clone()));
+            return Err(stages::deviate(guarded, &target, &call, event, refusal).await);
+        }
+        decided => match record::decision(guarded, &target, &call, arguments, decided).await {
+            Ok(allowed) => allowed,
+            Err(refusal) => return Err(stages::refuse(&target, refusal)),
+        },
     };
     if use_.answered_by_writ() {
         return Ok(jsonrpc::to_raw(&serde_json::json!({})));
     }
     let credential = stages::credentials(gateway, &target);
+    record::forwarded(guarded, &target, &call, credential).await;
+    let started = Instant::now();
+    // Spent as the use is handed to the upstream, with no wait in between: a request
+    // dropped before this point gives its call back.
     if let Some(budget) = allowed.budget {
         budget.spend();
     }
-    record::forwarded(guarded, &target, &call, credential).await;
-    let started = Instant::now();
     let result = stages::forward(gateway, &target, params, progress).await;
     record::outcome(guarded, &target, &call, started, &result).await;
     result
@@ -248,11 +262,21 @@ fn shape(method: &str, version: ProtocolVersion, result: Box<RawValue>) -> Box<R
         text.contains(&format!("\"{key}\""))
             && serde_json::from_str::<Map<String, Value>>(text).is_ok_and(|m| m.contains_key(key))
     };
+    // What may be cached and by whom is Writ's to say, whatever the upstream sent.
+    if method == "resources/read"
+        && (has("ttlMs") || has("cacheScope"))
+        && let Ok(mut map) = serde_json::from_str::<Map<String, Value>>(text)
+    {
+        map.insert("ttlMs".into(), 0.into());
+        map.insert("cacheScope".into(), "private".into());
+        map.entry("resultType").or_insert_with(|| "complete".into());
+        return jsonrpc::to_raw(&map);
+    }
     let mut fields = Vec::new();
     if !has("resultType") {
         fields.push(r#""resultType":"complete""#);
     }
-    if method == "resources/read" && !has("ttlMs") {
+    if method == "resources/read" {
         fields.push(r#""ttlMs":0,"cacheScope":"private""#);
     }
     if fields.is_empty() {
@@ -288,6 +312,14 @@ mod tests {
             shape("resources/read", r#"{"contents":[]}"#),
             r#"{"resultType":"complete","ttlMs":0,"cacheScope":"private","contents":[]}"#
         );
+        // An upstream's own cache fields never reach the agent.
+        let cached: Value = serde_json::from_str(&shape(
+            "resources/read",
+            r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#,
+        ))
+        .unwrap();
+        assert_eq!(cached["cacheScope"], "private");
+        assert_eq!(cached["ttlMs"], 0);
         let session = ProtocolVersion::ALL[0];
         assert_eq!(
             super::shape("tools/call", session, raw(r#"{"a":1}"#)).get(),

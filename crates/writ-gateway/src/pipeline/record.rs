@@ -43,6 +43,32 @@ fn base(guarded: Guarded<'_>, target: &Target, call: &str, kind: &'static str) -
     event
 }
 
+/// Records a use refused before any target was found (an unknown tool or prompt, a URI
+/// no server serves or one refused outright), so probing leaves a trace too, and waits
+/// until it is committed. Nothing was forwarded either way.
+pub(crate) async fn unresolved(
+    guarded: Guarded<'_>,
+    use_: Use,
+    params: &serde_json::Map<String, Value>,
+    error: &GatewayError,
+) {
+    let (requested, kinds) = super::target::requested(use_, params);
+    let task = &guarded.caller.task.task;
+    let mut event = crate::events::event(kinds.decided)
+        .with_actor(crate::token::actors(task))
+        .with_task(task.id.clone())
+        .with_tool(requested)
+        .with_decision("deny")
+        .with_field("call", new_call_id())
+        .with_field("reason", error.to_string());
+    if use_ == Use::Complete {
+        event = event.with_field("method", "completion/complete");
+    }
+    if let Err(err) = guarded.guard.audit.record(event).await {
+        tracing::error!(%err, "could not record a refused request");
+    }
+}
+
 /// Records what the deciding stages said and waits until it is committed. A use whose
 /// decision cannot be recorded is refused: an allowed one becomes [`Refusal::Unavailable`]
 /// (503); a refused one keeps its own refusal, which says more.
@@ -53,13 +79,36 @@ pub(crate) async fn decision(
     arguments: Option<&Value>,
     decided: Decided,
 ) -> Decided {
+    let event = decision_event(guarded, target, call, arguments, &decided);
+    match guarded.guard.audit.record(event).await {
+        Ok(()) => decided,
+        Err(err) => {
+            tracing::error!(%err, task = %guarded.caller.task.task.id, target = %target.name(), "use refused: its decision could not be recorded");
+            match decided {
+                Ok(_) => Err(Refusal::Unavailable(
+                    "Writ could not record the decision, so it refused".into(),
+                )),
+                refused => refused,
+            }
+        }
+    }
+}
+
+/// The record of what the deciding stages said.
+pub(crate) fn decision_event(
+    guarded: Guarded<'_>,
+    target: &Target,
+    call: &str,
+    arguments: Option<&Value>,
+    decided: &Decided,
+) -> Event {
     let kinds = target.kinds();
-    let kind = match &decided {
+    let kind = match decided {
         Err(refusal) if refusal.is_deviation() => kinds.deviation,
         _ => kinds.decided,
     };
     let mut event = base(guarded, target, call, kind)
-        .with_decision(match &decided {
+        .with_decision(match decided {
             Ok(_) => "allow",
             Err(refusal) => refusal.verdict(),
         })
@@ -71,7 +120,7 @@ pub(crate) async fn decision(
                 "bearer"
             },
         );
-    match &decided {
+    match decided {
         Ok(allowed) => event = event.with_field("policies", allowed.policies.clone()),
         Err(refusal) => {
             event = event.with_field("reason", refusal.reason());
@@ -91,18 +140,7 @@ pub(crate) async fn decision(
             event = event.with_field("arguments", shown);
         }
     }
-    match guarded.guard.audit.record(event).await {
-        Ok(()) => decided,
-        Err(err) => {
-            tracing::error!(%err, task = %guarded.caller.task.task.id, target = %target.name(), "use refused: its decision could not be recorded");
-            match decided {
-                Ok(_) => Err(Refusal::Unavailable(
-                    "Writ could not record the decision, so it refused".into(),
-                )),
-                refused => refused,
-            }
-        }
-    }
+    event
 }
 
 /// Records that the use is sent upstream, naming the credential references it is sent

@@ -210,43 +210,68 @@ pub(crate) fn approval(decided: Result<Allowed, Refusal>) -> Result<Allowed, Ref
     decided
 }
 
-/// After a refusal is recorded: a deviation revokes the task and every task delegated
-/// from it (unless `[tasks] on_deviation = "deny"`) — an agent acting outside its
-/// declared intent may have been subverted, and its writ should not outlive that. The
-/// revocation comes after the deviation's record, so the log tells why before it tells
-/// what followed. Returns the agent's answer.
-pub(crate) async fn refuse(
+/// Answers a refusal other than a deviation, once it is recorded.
+pub(crate) fn refuse(target: &Target, refusal: Refusal) -> GatewayError {
+    refusal.into_error(target.noun())
+}
+
+/// A deviation: its record, then (unless `[tasks] on_deviation = "deny"`) the revocation
+/// of the task and every task delegated from it — an agent acting outside its declared
+/// intent may have been subverted, and its writ should not outlive that. Both run in a
+/// task of their own, so an agent that cancels the request or drops the connection
+/// cannot stop the revocation after the record; the answer waits for both. `event` is
+/// the deviation's record.
+pub(crate) async fn deviate(
     guarded: Guarded<'_>,
     target: &Target,
     call: &str,
+    event: writ_audit::Event,
     refusal: Refusal,
 ) -> GatewayError {
     let Refusal::Deviation(strayed) = &refusal else {
-        return refusal.into_error(target.noun());
+        return refuse(target, refusal);
     };
     let task = &guarded.caller.task;
     tracing::warn!(agent = %task.agent.name, task = %task.task.id, target = %target.name(), deviation = %strayed, "deviation from the task's declared intent");
+    let audit = guarded.guard.audit.clone();
+    let tokens = guarded.guard.tokens.clone();
+    let revoke = guarded.guard.on_deviation == OnDeviation::Revoke;
+    let (id, reason, call) = (
+        task.task.id.clone(),
+        format!("deviation: {strayed}"),
+        call.to_owned(),
+    );
+    let work = tokio::spawn(async move {
+        // Refused either way; a record that fails is logged by the audit log itself.
+        if let Err(err) = audit.record(event).await {
+            tracing::error!(%err, task = %id, "could not record a deviation");
+        }
+        if !revoke {
+            return None;
+        }
+        Some(
+            tokens
+                .end_task_for(&id, TaskState::Revoked, &reason, Some(&call))
+                .await,
+        )
+    });
     let mut message = refusal.reason();
-    if guarded.guard.on_deviation == OnDeviation::Revoke {
-        let reason = format!("deviation: {strayed}");
-        match guarded
-            .guard
-            .tokens
-            .end_task_for(&task.task.id, TaskState::Revoked, &reason, Some(call))
-            .await
-        {
-            Ok(ended) if ended.len() == 2 => {
-                message.push_str(", so the task and the one task delegated from it are revoked")
-            }
-            Ok(ended) if ended.len() > 2 => message.push_str(&format!(
-                ", so the task and the {} tasks delegated from it are revoked",
-                ended.len() - 1
-            )),
-            Ok(_) => message.push_str(", so the task is revoked"),
-            // The use is refused either way; nobody retries the revocation, so say so.
-            Err(err) => {
-                tracing::error!(%err, task = %task.task.id, "could not revoke a deviating task")
-            }
+    match work.await {
+        Ok(Some(Ok(ended))) if ended.len() == 2 => {
+            message.push_str(", so the task and the one task delegated from it are revoked")
+        }
+        Ok(Some(Ok(ended))) if ended.len() > 2 => message.push_str(&format!(
+            ", so the task and the {} tasks delegated from it are revoked",
+            ended.len() - 1
+        )),
+        Ok(Some(Ok(_))) => message.push_str(", so the task is revoked"),
+        Ok(None) => {}
+        // The use is refused either way; nobody retries the revocation, so say so.
+        Ok(Some(Err(err))) => {
+            tracing::error!(%err, task = %task.task.id, "could not revoke a deviating task")
+        }
+        Err(err) => {
+            tracing::error!(%err, task = %task.task.id, "the revocation of a deviating task failed")
         }
     }
     GatewayError::Denied(Denied::InsufficientScope(message))

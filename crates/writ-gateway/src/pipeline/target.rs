@@ -190,7 +190,17 @@ pub(crate) fn resolve(
             };
             match reference.get("type").and_then(Value::as_str) {
                 Some("ref/prompt") => prompt(gateway, use_, field("name")?),
-                Some("ref/resource") => template(gateway, field("uri")?, version),
+                Some("ref/resource") => {
+                    // What the server is asked to complete must not reach past the grant.
+                    let value = params
+                        .get("argument")
+                        .and_then(|a| a.get("value"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    writ_core::uri::check_completion_value(value)
+                        .map_err(|e| resource_not_found(version, e.to_string()))?;
+                    template(gateway, field("uri")?, version)
+                }
                 _ => Err(GatewayError::invalid_params(
                     "`params.ref.type` must be \"ref/prompt\" or \"ref/resource\"",
                 )),
@@ -273,6 +283,30 @@ pub(crate) fn resource_facts(
         template,
         class: classify_resource(&config.resources, uri),
     }
+}
+
+/// What the request names, for the record of a refusal before any target was found:
+/// the name or URI as the agent sent it (cut to 512 bytes), and the audit family.
+pub(crate) fn requested(use_: Use, params: &Map<String, Value>) -> (String, Kinds) {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let reference = params.get("ref");
+    let (name, kinds) = match use_ {
+        Use::CallTool => (text(params.get("name")), TOOL_KINDS),
+        Use::GetPrompt => (text(params.get("name")), PROMPT_KINDS),
+        Use::ReadResource | Use::Subscribe => (text(params.get("uri")), RESOURCE_KINDS),
+        Use::Complete => match reference
+            .and_then(|r| r.get("type"))
+            .and_then(Value::as_str)
+        {
+            Some("ref/prompt") => (text(reference.and_then(|r| r.get("name"))), PROMPT_KINDS),
+            _ => (text(reference.and_then(|r| r.get("uri"))), RESOURCE_KINDS),
+        },
+    };
+    let mut end = name.len().min(512);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    (name.get(..end).unwrap_or_default().to_owned(), kinds)
 }
 
 /// A resource no server serves (or a URI refused outright), with the code of the era.
