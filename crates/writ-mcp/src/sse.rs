@@ -28,17 +28,49 @@ pub struct Event {
     pub data: String,
 }
 
+/// The longest line, and the largest event's data, a decoder holds by default: an
+/// upstream that streams more without ending it is cut off, not buffered without limit.
+pub const MAX_EVENT_BYTES: usize = crate::upstream::MAX_UPSTREAM_MESSAGE;
+
 /// Decodes an SSE byte stream chunk by chunk (WHATWG HTML, "event stream interpretation").
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     buffer: Vec<u8>,
     current: Event,
     has_data: bool,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
 }
 
 impl Decoder {
+    /// A decoder that holds at most `limit` bytes of one line or one event's data.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            current: Event::default(),
+            has_data: false,
+            limit,
+            overflowed: false,
+        }
+    }
+
+    /// Whether the stream passed the limit: what it was sending is dropped, and the
+    /// stream should be given up.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
     /// Feeds a chunk and returns the events it completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
+        if self.overflowed {
+            return Vec::new();
+        }
         self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
         while let Some(end) = self.buffer.iter().position(|&b| b == b'\n' || b == b'\r') {
@@ -57,6 +89,11 @@ impl Decoder {
             if let Some(event) = self.line(&String::from_utf8_lossy(&line)) {
                 events.push(event);
             }
+        }
+        if self.buffer.len() > self.limit || self.current.data.len() > self.limit {
+            self.overflowed = true;
+            self.buffer = Vec::new();
+            self.current = Event::default();
         }
         events
     }
@@ -92,6 +129,20 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_past_the_limit_is_cut_off() {
+        let mut decoder = Decoder::with_limit(16);
+        assert_eq!(decoder.feed(b"data: short\n\n").len(), 1);
+        assert!(decoder.feed(b"data: 0123456789abcdefghij").is_empty());
+        assert!(decoder.overflowed());
+        assert!(decoder.feed(b"\n\ndata: x\n\n").is_empty(), "nothing after");
+        let mut many = Decoder::with_limit(16);
+        for _ in 0..4 {
+            many.feed(b"data: 0123456789\n");
+        }
+        assert!(many.overflowed(), "one event's data lines add up");
+    }
 
     #[test]
     fn events_survive_any_chunking_and_line_ending() {

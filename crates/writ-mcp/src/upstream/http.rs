@@ -238,7 +238,12 @@ impl Shared {
                 let chunk = chunk.map_err(|e| {
                     self.unavailable(format!("the answer stream broke: {}", describe(&e)))
                 })?;
-                for event in decoder.feed(&chunk) {
+                let events = decoder.feed(&chunk);
+                if decoder.overflowed() {
+                    dispatcher.fail(id, self.bad(too_large()));
+                    return Ok(());
+                }
+                for event in events {
                     // Priming events (an id and empty data, for resumability) carry no message.
                     if event.data.trim().is_empty() {
                         continue;
@@ -258,10 +263,19 @@ impl Shared {
             );
             Ok(())
         } else if content_type.starts_with("application/json") {
-            let body = response
-                .bytes()
+            let mut body = Vec::new();
+            let mut response = response;
+            while let Some(chunk) = response
+                .chunk()
                 .await
-                .map_err(|e| self.unavailable(describe(&e)))?;
+                .map_err(|e| self.unavailable(describe(&e)))?
+            {
+                if body.len() + chunk.len() > super::MAX_UPSTREAM_MESSAGE {
+                    dispatcher.fail(id, self.bad(too_large()));
+                    return Ok(());
+                }
+                body.extend_from_slice(&chunk);
+            }
             let text = std::str::from_utf8(&body).map_err(|_| self.bad("the body is not UTF-8"))?;
             if dispatcher.handle(text) != Handled::Answer(id) {
                 dispatcher.fail(id, self.bad("the body is not the answer to Writ's request"));
@@ -343,7 +357,12 @@ impl Shared {
                         let mut decoder = sse::Decoder::default();
                         let mut body = response.bytes_stream();
                         while let Some(Ok(chunk)) = body.next().await {
-                            for event in decoder.feed(&chunk) {
+                            let events = decoder.feed(&chunk);
+                            if decoder.overflowed() {
+                                tracing::warn!(server = %shared.server, "{}; listening again", too_large());
+                                break;
+                            }
+                            for event in events {
                                 // Priming events (an id and empty data, for resumability) carry no message.
                                 if event.data.trim().is_empty() {
                                     continue;
@@ -420,4 +439,12 @@ fn describe(err: &reqwest::Error) -> String {
         Some(cause) => format!("{kind}: {cause}"),
         None => kind.to_owned(),
     }
+}
+
+/// Why an answer past [`super::MAX_UPSTREAM_MESSAGE`] is refused.
+fn too_large() -> String {
+    format!(
+        "it sent a message larger than {} MiB",
+        super::MAX_UPSTREAM_MESSAGE / (1024 * 1024)
+    )
 }

@@ -102,6 +102,11 @@ pub struct ProgressRoute {
     pub sink: mpsc::Sender<Notification>,
 }
 
+/// The largest message Writ takes from an upstream (a JSON body, one SSE event, one
+/// stdio line). Past it the answer is refused as not a valid MCP message, rather than
+/// held in memory without limit.
+pub const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+
 /// How many cancellations of calls nobody waits for any more may wait to be sent to one
 /// upstream; beyond that they are dropped (the upstream finishes the call for nobody).
 pub(crate) const CANCEL_BACKLOG: usize = 1_024;

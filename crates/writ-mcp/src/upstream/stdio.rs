@@ -172,6 +172,60 @@ fn spawn(shared: &Shared) -> std::io::Result<Child> {
     command.spawn()
 }
 
+/// The next line of a child's output, `None` at its end. A line longer than
+/// [`super::MAX_UPSTREAM_MESSAGE`] is dropped (logged; a call waiting for it times out)
+/// rather than held in memory whole.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    server: &ServerName,
+) -> Option<String> {
+    let limit = u64::try_from(super::MAX_UPSTREAM_MESSAGE).unwrap_or(u64::MAX);
+    read_line_within(reader, server, limit).await
+}
+
+async fn read_line_within<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    server: &ServerName,
+    limit: u64,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut *reader)
+            .take(limit + 1)
+            .read_until(b'\n', &mut line)
+            .await
+            .ok()?;
+        if read == 0 {
+            return None;
+        }
+        if line.len() as u64 <= limit || line.ends_with(b"\n") {
+            return Some(
+                String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            );
+        }
+        tracing::warn!(server = %server, "dropping a line longer than {limit} bytes");
+        // Skip the rest of the line, a bounded piece at a time.
+        loop {
+            line.clear();
+            let read = (&mut *reader)
+                .take(limit)
+                .read_until(b'\n', &mut line)
+                .await
+                .ok()?;
+            if read == 0 {
+                return None;
+            }
+            if line.ends_with(b"\n") {
+                break;
+            }
+        }
+    }
+}
+
 /// Runs one child until it exits or shutdown; returns why it ended.
 async fn run(shared: &Arc<Shared>, mut child: Child, shutdown: &CancellationToken) -> String {
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
@@ -200,8 +254,8 @@ async fn run(shared: &Arc<Shared>, mut child: Child, shutdown: &CancellationToke
     });
     let reader = shared.clone();
     let read_loop = tokio::spawn(async move {
-        let mut stdout = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = stdout.next_line().await {
+        let mut stdout = BufReader::new(stdout);
+        while let Some(line) = read_line(&mut stdout, &reader.server).await {
             if line.trim().is_empty() {
                 continue;
             }
@@ -254,5 +308,22 @@ async fn initialize(shared: &Arc<Shared>) {
             shared.dispatcher.became_ready(info);
         }
         Err(err) => tracing::warn!(server = %shared.server, %err, "initialize refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_past_the_limit_is_dropped_and_the_next_one_read() {
+        let server = ServerName::parse("py").unwrap();
+        let input: &[u8] = b"{\"a\":1}\r\n0123456789abcdefghij0123456789\n{\"b\":2}\nlast";
+        let mut reader = BufReader::new(input);
+        let mut lines = Vec::new();
+        while let Some(line) = read_line_within(&mut reader, &server, 12).await {
+            lines.push(line);
+        }
+        assert_eq!(lines, ["{\"a\":1}", "{\"b\":2}", "last"]);
     }
 }
