@@ -193,6 +193,7 @@ pub(crate) async fn refuse(
         match guarded
             .guard
             .tokens
+            .live
             .end_task_for(&task.task.id, TaskState::Revoked, &reason, Some(call))
             .await
         {
