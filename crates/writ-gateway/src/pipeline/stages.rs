@@ -33,7 +33,7 @@ pub(crate) fn task_check(
     let caller = guarded.caller;
     let task = &caller.task;
     let id = &task.task.id;
-    match task.state(crate::token::now()) {
+    match task.state(guarded.guard.clock.now()) {
         TaskState::Active => {}
         state => {
             return Err(Refusal::TaskEnded(format!(

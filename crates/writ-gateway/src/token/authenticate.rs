@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use writ_core::clock::Clock;
 use writ_store::TaskState;
 
 use super::dpop::{ProofChecker, ProofError, ProofTarget};
 use super::keys::KeyRing;
 use super::live::{LiveTask, LiveTasks};
-use super::now;
 use super::writs::{WritClaims, WritVerifier};
 
 /// An authenticated `/mcp` request: whose writ, which task.
@@ -48,6 +48,8 @@ pub struct Authenticator {
     writs: Arc<WritVerifier>,
     proofs: Arc<ProofChecker>,
     live: Arc<LiveTasks>,
+    /// What says whether a writ, a proof and a task are current.
+    clock: Arc<dyn Clock>,
 }
 
 impl Authenticator {
@@ -57,6 +59,7 @@ impl Authenticator {
         writs: Arc<WritVerifier>,
         proofs: Arc<ProofChecker>,
         live: Arc<LiveTasks>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             mcp,
@@ -64,6 +67,7 @@ impl Authenticator {
             writs,
             proofs,
             live,
+            clock,
         }
     }
 
@@ -75,7 +79,7 @@ impl Authenticator {
         dpop: Option<&str>,
         method: &str,
     ) -> Result<Caller, Denied> {
-        let now = now();
+        let now = self.clock.now();
         let Some(authorization) = authorization else {
             return Err(Denied::NoToken);
         };

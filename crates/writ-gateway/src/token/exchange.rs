@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use writ_core::clock::Clock;
 use writ_core::config::{DpopMode, TokenConfig};
 use writ_core::oauth::{GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT};
 use writ_core::task::TaskGrant;
@@ -21,7 +22,7 @@ use super::keys::KeyRing;
 use super::live::{LiveTask, LiveTasks};
 use super::oauth::{Form, OAuthError};
 use super::writs::{Confirmation, WRIT_TYP, WritClaims, WritVerifier};
-use super::{Urls, actors, agent_facts, now, task_facts};
+use super::{Urls, actors, agent_facts, task_facts};
 use crate::audit::AuditLog;
 use crate::events::event;
 use crate::policy::Policies;
@@ -44,6 +45,8 @@ pub struct Issuer {
     pub(super) admin_token: Option<String>,
     /// Where identities proven and tasks begun are recorded.
     pub(super) audit: Arc<AuditLog>,
+    /// What a writ's `iat` and `exp` count from, and what judges assertions and proofs.
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl Issuer {
@@ -54,7 +57,7 @@ impl Issuer {
 
     /// `POST /oauth/token`. `dpop` is the request's `DPoP` header, if any.
     pub async fn exchange(&self, form: &Form, dpop: Option<&str>) -> Result<Value, OAuthError> {
-        let now = now();
+        let now = self.clock.now();
         let grant_type = form.require("grant_type")?;
         if grant_type != GRANT_TOKEN_EXCHANGE {
             return Err(OAuthError::new(
@@ -384,6 +387,7 @@ impl Issuer {
             sub: task.subject_id.clone(),
             aud: self.urls.mcp.clone(),
             exp: task.expires_at,
+            nbf: None,
             iat: now,
             jti: uuid::Uuid::new_v4().simple().to_string(),
             client_id: task.agent_id.clone(),

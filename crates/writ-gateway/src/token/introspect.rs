@@ -6,7 +6,6 @@ use writ_core::oauth::CLIENT_ASSERTION_JWT;
 use writ_store::TaskState;
 
 use super::exchange::Issuer;
-use super::now;
 use super::oauth::{Form, OAuthError};
 
 impl Issuer {
@@ -31,7 +30,7 @@ impl Issuer {
         form: &Form,
         authorization: Option<&str>,
     ) -> Result<Value, OAuthError> {
-        let now = now();
+        let now = self.clock.now();
         let caller = self.introspection_caller(form, authorization, now).await?;
         let token = form.require("token")?;
         let inactive = json!({ "active": false });

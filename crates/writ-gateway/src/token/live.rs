@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use writ_audit::kinds;
+use writ_core::clock::Clock;
 use writ_core::task::TaskGrant;
 use writ_policy::TaskFacts;
 use writ_store::{Agent, Store, StoreError, Task, TaskState};
 
-use super::{Denied, agent_facts, now, task_facts};
+use super::{Denied, agent_facts, task_facts};
 use crate::audit::AuditLog;
 use crate::events::event;
 
@@ -140,14 +141,17 @@ pub struct LiveTasks {
     store: Arc<dyn Store>,
     /// Where tasks ended here or elsewhere are recorded.
     audit: Arc<AuditLog>,
+    /// What says when a task has expired.
+    clock: Arc<dyn Clock>,
     tasks: Mutex<HashMap<String, Arc<LiveTask>>>,
 }
 
 impl LiveTasks {
-    pub(super) fn new(store: Arc<dyn Store>, audit: Arc<AuditLog>) -> Self {
+    pub(super) fn new(store: Arc<dyn Store>, audit: Arc<AuditLog>, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
             audit,
+            clock,
             tasks: Mutex::default(),
         }
     }
@@ -196,7 +200,9 @@ impl LiveTasks {
             Ok(Some(task)) => {
                 // Ended elsewhere (the CLI, another replica): recorded as this gateway
                 // takes it up.
-                if live.state(now()) == TaskState::Active && task.state != TaskState::Active {
+                if live.state(self.clock.now()) == TaskState::Active
+                    && task.state != TaskState::Active
+                {
                     let reason = task.reason.as_deref().unwrap_or("ended");
                     self.audit
                         .note(
@@ -214,7 +220,7 @@ impl LiveTasks {
     /// Marks expired tasks so in the store (memory counts expiry on each use), and
     /// forgets every task that is no longer active.
     pub(super) async fn sweep(&self) {
-        match self.store.expire_tasks(now()).await {
+        match self.store.expire_tasks(self.clock.now()).await {
             Ok(expired) => {
                 self.set_states(&expired, TaskState::Expired, TaskState::Expired);
                 for id in &expired {
@@ -226,7 +232,7 @@ impl LiveTasks {
             Err(err) => tracing::error!(%err, "could not sweep expired tasks"),
         }
         if let Ok(mut tasks) = self.tasks.lock() {
-            let now = now();
+            let now = self.clock.now();
             tasks.retain(|_, t| t.state(now) == TaskState::Active);
         }
     }
@@ -281,7 +287,10 @@ impl LiveTasks {
         reason: &str,
         call: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        let changed = self.store.end_task(id, state, reason, now()).await?;
+        let changed = self
+            .store
+            .end_task(id, state, reason, self.clock.now())
+            .await?;
         self.set_states(&changed, state, TaskState::Revoked);
         if !changed.is_empty() {
             let ended = ended_event(id, state, reason, &changed);

@@ -4,7 +4,8 @@
 //! declared task (`exchange`), and present the writ — with a DPoP proof when it is bound
 //! (`dpop`) — on every `/mcp` request (`authenticate`). Writ's signing keys are in `keys`,
 //! the writ's claims and their cached verification in `writs`, the HTTP endpoints in
-//! `endpoints`, revocation and introspection in `introspect`.
+//! `endpoints`, revocation and introspection in `introspect`. Every JWT's lifetime is
+//! judged by the gateway's [`Clock`] (`jwt`), never by the system's time.
 //!
 //! Three pieces, one job each: [`Authenticator`] admits `/mcp` requests, [`Issuer`]
 //! begins tasks and hands out their writs, [`LiveTasks`] keeps the tasks in memory and
@@ -27,16 +28,18 @@ mod exchange;
 mod identity;
 mod introspect;
 mod jwks;
+mod jwt;
 pub mod keys;
 mod live;
 mod oauth;
 pub mod writs;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use writ_core::clock::{Clock, SystemClock};
 use writ_core::config::Config;
 use writ_core::task::TaskGrant;
 use writ_policy::{AgentFacts, TaskFacts};
@@ -65,11 +68,10 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// How often expired tasks are marked so in the store (memory checks expiry on each use).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch by the machine's clock, for the command line. The
+/// gateway asks the [`Clock`] it was given instead.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemClock.now()
 }
 
 /// The addresses the token service names in tokens and metadata.
@@ -157,6 +159,7 @@ pub struct TokenService {
     pin_changes: broadcast::Sender<String>,
     /// Where key changes taken up are recorded.
     audit: Arc<AuditLog>,
+    clock: Arc<dyn Clock>,
 }
 
 impl TokenService {
@@ -166,10 +169,12 @@ impl TokenService {
         store: Arc<dyn Store>,
         policies: Arc<Policies>,
         audit: Arc<AuditLog>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, TokenStartError> {
         let urls = Urls::new(base_url);
         let skew = config.tokens.clock_skew.as_secs();
-        let keys = Arc::new(KeyRing::load(store.as_ref(), config.tokens.algorithm, now()).await?);
+        let keys =
+            Arc::new(KeyRing::load(store.as_ref(), config.tokens.algorithm, clock.now()).await?);
         let admin_token = match &config.admin.token {
             None => None,
             Some(source) => Some(
@@ -184,13 +189,14 @@ impl TokenService {
             config.tokens.dpop_nonce,
         ));
         let writs = Arc::new(WritVerifier::new(&urls.issuer, &urls.mcp, skew));
-        let live = Arc::new(LiveTasks::new(store.clone(), audit.clone()));
+        let live = Arc::new(LiveTasks::new(store.clone(), audit.clone(), clock.clone()));
         let authenticator = Authenticator::new(
             urls.mcp.clone(),
             keys.clone(),
             writs.clone(),
             proofs.clone(),
             live.clone(),
+            clock.clone(),
         );
         let issuer = Issuer {
             identities: Identities::new(
@@ -210,6 +216,7 @@ impl TokenService {
             live: live.clone(),
             admin_token,
             audit: audit.clone(),
+            clock: clock.clone(),
         };
         Ok(Arc::new(Self {
             urls,
@@ -222,6 +229,7 @@ impl TokenService {
             max_ttl: config.tokens.max_ttl,
             pin_changes: broadcast::channel(256).0,
             audit,
+            clock,
         }))
     }
 
@@ -232,7 +240,7 @@ impl TokenService {
 
     /// A fresh DPoP nonce for response headers, when nonces are required.
     pub fn dpop_nonce(&self) -> Option<String> {
-        self.proofs.nonce(now())
+        self.proofs.nonce(self.clock.now())
     }
 
     /// Follows the store's change feed, flushes call counts and sweeps expired tasks
@@ -308,7 +316,7 @@ impl TokenService {
     async fn sweep(&self) {
         self.live.sweep().await;
         let max_ttl = i64::try_from(self.max_ttl.as_secs()).unwrap_or(i64::MAX);
-        if let Err(err) = keys::drop_expired(self.store.as_ref(), max_ttl, now()).await {
+        if let Err(err) = keys::drop_expired(self.store.as_ref(), max_ttl, self.clock.now()).await {
             tracing::error!(%err, "could not drop retired signing keys");
         }
     }
