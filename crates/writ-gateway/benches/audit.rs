@@ -91,9 +91,14 @@ fn main() {
         let dir = std::env::temp_dir().join(format!("writ-audit-bench-{}", std::process::id()));
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("writ.db")).await.unwrap());
         let shutdown = CancellationToken::new();
-        let log = AuditLog::start(store.clone(), &AuditConfig::default(), shutdown.clone())
-            .await
-            .unwrap();
+        let log = AuditLog::start(
+            store.clone(),
+            &AuditConfig::default(),
+            shutdown.clone(),
+            Arc::new(writ_core::clock::SystemClock),
+        )
+        .await
+        .unwrap();
 
         // Open loop: each client's calls are due every `clients / rate` seconds.
         let interval = Duration::from_secs_f64(clients as f64 / rate as f64);

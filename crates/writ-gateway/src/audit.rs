@@ -46,6 +46,7 @@ use sha2::Digest as _;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use writ_audit::{Chain, Checkpoint, Event, Record, kinds};
+use writ_core::clock::Clock;
 use writ_core::config::AuditConfig;
 use writ_store::{AuditAppender, AuditKey, Store, StoreError};
 
@@ -114,17 +115,19 @@ struct Queue {
 
 impl AuditLog {
     /// Starts a new chain for this process: makes its checkpoint key, stores the public
-    /// half, and records `audit.started` as the chain's first record.
+    /// half, and records `audit.started` as the chain's first record. Records and
+    /// checkpoints are stamped with `clock`'s time.
     pub async fn start(
         store: Arc<dyn Store>,
         settings: &AuditConfig,
         shutdown: CancellationToken,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StoreError> {
         let writer = format!("gw_{}", uuid::Uuid::new_v4().simple());
         let key = SigningKey::generate(&mut rand_core::OsRng);
         let public_key = URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
         let key_id = key_id(&public_key);
-        let now = now_ms();
+        let now = clock.now_ms();
         store
             .add_audit_key(&AuditKey {
                 key_id: key_id.clone(),
@@ -144,6 +147,7 @@ impl AuditLog {
             key_id: key_id.clone(),
             checkpoint_every: u64::try_from(settings.checkpoint_every).unwrap_or(u64::MAX),
             unsigned: 0,
+            clock: clock.clone(),
         };
         let log = Arc::new(Self {
             writer,
@@ -171,7 +175,7 @@ impl AuditLog {
             shutdown.clone(),
         ));
         if let Some(retain) = settings.retain {
-            tokio::spawn(prune(store, retain, shutdown));
+            tokio::spawn(prune(store, retain, shutdown, clock));
         }
         tracing::info!(writer = %log.writer, key = %log.key_id, "audit log writer started");
         Ok(log)
@@ -347,7 +351,12 @@ async fn tick(shared: Arc<Shared>, interval: Duration, shutdown: CancellationTok
 }
 
 /// Retention: every [`PRUNE_EVERY`], removes records older than `retain`, leaving anchors.
-async fn prune(store: Arc<dyn Store>, retain: Duration, shutdown: CancellationToken) {
+async fn prune(
+    store: Arc<dyn Store>,
+    retain: Duration,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         tokio::select! {
@@ -355,7 +364,7 @@ async fn prune(store: Arc<dyn Store>, retain: Duration, shutdown: CancellationTo
             () = shutdown.cancelled() => return,
         }
         let keep = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
-        match store.prune_audit(now_ms().saturating_sub(keep)).await {
+        match store.prune_audit(clock.now_ms().saturating_sub(keep)).await {
             Ok(pruned) if pruned.records > 0 => {
                 tracing::info!(records = pruned.records, anchors = ?pruned.anchors, "audit retention pruned old records");
             }
@@ -476,6 +485,8 @@ struct Committer {
     checkpoint_every: u64,
     /// Records committed since the last checkpoint.
     unsigned: u64,
+    /// What records and checkpoints are stamped with.
+    clock: Arc<dyn Clock>,
 }
 
 impl Committer {
@@ -493,7 +504,7 @@ impl Committer {
             return;
         }
         let before = self.chain.clone();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (records, waiting): (Vec<Record>, Vec<Waiting>) = events
             .into_iter()
             .map(|(event, done)| (self.chain.seal(event, now), done))
@@ -530,10 +541,4 @@ impl Committer {
         }
         self.sink.tidy().await;
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

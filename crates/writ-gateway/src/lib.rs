@@ -25,6 +25,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use writ_core::clock::{Clock, SystemClock};
 use writ_core::config::{AuthMode, Config, GatewayConfig};
 use writ_mcp::jsonrpc;
 use writ_mcp::revision::ProtocolVersion;
@@ -77,6 +78,8 @@ struct Guard {
     on_deviation: writ_core::config::OnDeviation,
     /// What is redacted from recorded arguments.
     redact: writ_audit::RedactRules,
+    /// The time every check of a task's state is made at.
+    clock: Arc<dyn Clock>,
 }
 
 /// Why the gateway could not start.
@@ -127,6 +130,7 @@ impl Gateway {
         listen: SocketAddr,
         access: Option<Access>,
         shutdown: CancellationToken,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StartError> {
         let upstreams = config
             .servers
@@ -144,6 +148,7 @@ impl Gateway {
             config.servers.clone(),
             access.as_ref().map(|a| a.store.clone()),
             access.as_ref().map(|a| a.audit.clone()),
+            clock.clone(),
         );
         let redact = events::redact_rules(config)?;
         let mode = match access {
@@ -154,6 +159,7 @@ impl Gateway {
                 audit: access.audit,
                 on_deviation: config.tasks.on_deviation,
                 redact,
+                clock,
             }),
         };
         let gateway = Arc::new(Self {
@@ -432,7 +438,7 @@ impl Running {
     /// here: a convenience for tests and embedders; the binary opens its store itself and
     /// calls [`Running::start_with_store`].
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        Self::launch(config, None).await
+        Self::launch(config, None, Arc::new(SystemClock)).await
     }
 
     /// [`Running::start`] with `store` as the gateway's state, whichever backend it is,
@@ -442,12 +448,25 @@ impl Running {
         config: &Config,
         store: Arc<dyn writ_store::Store>,
     ) -> Result<Self, StartError> {
-        Self::launch(config, Some(store)).await
+        Self::launch(config, Some(store), Arc::new(SystemClock)).await
+    }
+
+    /// [`Running::start_with_store`] with `clock` as the time everything that depends
+    /// on it is decided at — a writ's validity, a task's expiry, DPoP proofs' age, the
+    /// time in policy's context and on audit records — instead of the machine's clock:
+    /// tests pass a [`writ_core::clock::ManualClock`] and move it.
+    pub async fn start_with(
+        config: &Config,
+        store: Arc<dyn writ_store::Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        Self::launch(config, Some(store), clock).await
     }
 
     async fn launch(
         config: &Config,
         store: Option<Arc<dyn writ_store::Store>>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let listener = tokio::net::TcpListener::bind(config.gateway.listen)
             .await
@@ -479,17 +498,24 @@ impl Running {
                             })?,
                     ),
                 };
-                let audit = audit::AuditLog::start(store.clone(), &config.audit, shutdown.clone())
-                    .await
-                    .map_err(|error| StartError::Audit {
-                        path: config.store.path.clone(),
-                        error,
-                    })?;
+                let audit = audit::AuditLog::start(
+                    store.clone(),
+                    &config.audit,
+                    shutdown.clone(),
+                    clock.clone(),
+                )
+                .await
+                .map_err(|error| StartError::Audit {
+                    path: config.store.path.clone(),
+                    error,
+                })?;
                 audit.note(events::config_loaded(config)).await;
                 let policies =
-                    policy::Policies::load(&config.policy).map_err(|error| StartError::Policy {
-                        dir: config.policy.dir.clone(),
-                        error,
+                    policy::Policies::load(&config.policy, clock.clone()).map_err(|error| {
+                        StartError::Policy {
+                            dir: config.policy.dir.clone(),
+                            error,
+                        }
                     })?;
                 audit
                     .note(events::policy_loaded(&policies.current(), "start"))
@@ -506,6 +532,7 @@ impl Running {
                     store.clone(),
                     policies.clone(),
                     audit.clone(),
+                    clock.clone(),
                 )
                 .await?;
                 tokens.spawn_followers(shutdown.clone());
@@ -517,7 +544,7 @@ impl Running {
                 })
             }
         };
-        let gateway = Gateway::start(config, local_addr, access, shutdown.clone())?;
+        let gateway = Gateway::start(config, local_addr, access, shutdown.clone(), clock)?;
         let router = app(gateway.clone());
         let drain = shutdown.clone();
         let server = tokio::spawn(async move {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
+use writ_core::clock::Clock;
 use writ_core::config::{PolicyConfig, PolicyMode};
 use writ_policy::{Decision, Engine, LoadError, Situation, Verdict};
 
@@ -23,6 +24,8 @@ pub struct Policies {
     dir: PathBuf,
     mode: PolicyMode,
     environment: String,
+    /// The time a decision is made at.
+    clock: Arc<dyn Clock>,
     current: RwLock<Arc<Engine>>,
     /// What the folder looked like when the current set (or the last failed attempt) was read.
     seen: Mutex<Fingerprint>,
@@ -54,7 +57,7 @@ impl Policies {
     /// Loads the folder. A folder that does not exist or holds no policies is not an
     /// error — Writ starts and denies everything, and says so loudly — but a folder whose
     /// policies do not load is: there is no earlier set to keep.
-    pub fn load(config: &PolicyConfig) -> Result<Arc<Self>, LoadError> {
+    pub fn load(config: &PolicyConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, LoadError> {
         let fingerprint = Fingerprint::of(&config.dir);
         let engine = match &fingerprint {
             None => Engine::empty(),
@@ -64,6 +67,7 @@ impl Policies {
             dir: config.dir.clone(),
             mode: config.mode,
             environment: config.environment.clone(),
+            clock,
             current: RwLock::new(Arc::new(Engine::empty())),
             seen: Mutex::new(fingerprint.unwrap_or_default()),
         });
@@ -115,7 +119,7 @@ impl Policies {
     pub fn situation(&self) -> Situation {
         Situation {
             environment: self.environment.clone(),
-            now: crate::token::now(),
+            now: self.clock.now(),
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use writ_audit::kinds;
+use writ_core::clock::Clock;
 use writ_core::config::ServerConfig;
 use writ_core::tools::classify;
 use writ_policy::ToolFacts;
@@ -41,6 +42,8 @@ pub struct ToolRegistry {
     store: Option<Arc<dyn Store>>,
     /// Where drift seen and definitions released are recorded.
     audit: Option<Arc<AuditLog>>,
+    /// When a pin was first seen or drifted.
+    clock: Arc<dyn Clock>,
     /// By exposed name.
     known: RwLock<HashMap<String, Arc<KnownTool>>>,
 }
@@ -59,11 +62,13 @@ impl ToolRegistry {
         servers: Vec<ServerConfig>,
         store: Option<Arc<dyn Store>>,
         audit: Option<Arc<AuditLog>>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             servers,
             store,
             audit,
+            clock,
             known: RwLock::default(),
         }
     }
@@ -165,7 +170,7 @@ impl ToolRegistry {
             (_, true) => Ok(HashMap::new()),
             (None, false) => Err(()),
             (Some(store), false) => store
-                .observe_tools(server.name.as_str(), &offered, crate::token::now())
+                .observe_tools(server.name.as_str(), &offered, self.clock.now())
                 .await
                 .map(|observed| observed.into_iter().map(|p| (p.tool.clone(), p)).collect())
                 .map_err(|err| {

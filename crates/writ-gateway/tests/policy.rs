@@ -1656,6 +1656,7 @@ async fn a_record_waits_for_the_write_lock_without_stalling_its_holder() {
         store,
         &writ_core::config::AuditConfig::default(),
         tokio_util::sync::CancellationToken::new(),
+        Arc::new(writ_core::clock::SystemClock),
     )
     .await
     .unwrap();

@@ -19,6 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use writ_agent::client::{self, TaskRequest};
 use writ_agent::key::{self as agent_key, AgentKey};
+use writ_core::clock::{Clock, ManualClock};
 use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
 use writ_gateway::token::{keys, now};
@@ -122,6 +123,15 @@ async fn register(store: &dyn Store, name: &str, team: &str) -> (AgentKey, Strin
 
 impl Fixture {
     async fn start(extra: &str) -> Self {
+        Self::launch(extra, None).await
+    }
+
+    /// [`Fixture::start`] with the gateway on `clock` rather than the machine's clock.
+    async fn start_with_clock(extra: &str, clock: Arc<ManualClock>) -> Self {
+        Self::launch(extra, Some(clock)).await
+    }
+
+    async fn launch(extra: &str, clock: Option<Arc<ManualClock>>) -> Self {
         let dir = temp_dir("fx");
         let store_path = dir.join("writ.db");
         let store = Arc::new(SqliteStore::open(&store_path).await.unwrap());
@@ -137,7 +147,12 @@ impl Fixture {
             kit_server().await
         ))
         .unwrap();
-        let running = Running::start(&config).await.unwrap();
+        let running = match clock {
+            None => Running::start(&config).await.unwrap(),
+            Some(clock) => Running::start_with(&config, store.clone(), clock)
+                .await
+                .unwrap(),
+        };
         assert!(running.wait_ready(Duration::from_secs(10)).await);
         let base = format!("http://{}", running.local_addr());
         Self {
@@ -622,6 +637,81 @@ async fn expired_and_not_yet_valid_tokens_are_refused() {
             www_authenticate(&response)
         );
     }
+    fx.stop().await;
+}
+
+/// Time is the gateway's clock, not the machine's: moved past a task's expiry, the next
+/// request is refused at once; a writ carrying `nbf` opens when the clock reaches it;
+/// moved past the writ's own `exp` and the allowed skew, the writ is refused. No sleeps.
+#[tokio::test]
+async fn moving_the_clock_ends_tasks_and_writs_without_waiting() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let fx = Fixture::start_with_clock("[tokens]\nclock_skew = \"30s\"", clock.clone()).await;
+    let skew = 30;
+    let t0 = clock.now();
+    let mut short = fx.task(&["notes.read"]);
+    short.ttl = Some(30);
+    let begun = fx.begin(&fx.alice, &short).await.unwrap();
+    assert_eq!(claims_of(&begun.access_token)["iat"], t0);
+    assert_eq!(claims_of(&begun.access_token)["exp"], t0 + 30);
+    let auth = bearer(&begun.access_token);
+    // A writ not valid until 80 s from now, for a task that lives longer.
+    let long = fx
+        .begin(&fx.alice, &fx.task(&["notes.read"]))
+        .await
+        .unwrap();
+    let (kid, key) = fx.writ_signing_key().await;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(kid);
+    let mut claims = claims_of(&long.access_token);
+    claims["nbf"] = json!(t0 + 2 * skew + 20);
+    let early = bearer(&jsonwebtoken::encode(&header, &claims, &key).unwrap());
+    let says = |response: &reqwest::Response, what: &str| {
+        let challenge = www_authenticate(response);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{challenge}");
+        assert!(challenge.contains(what), "{challenge}");
+    };
+
+    assert_eq!(
+        fx.call(&auth, None, "notes.read").await.status(),
+        StatusCode::OK
+    );
+    says(&fx.call(&early, None, "notes.read").await, "not valid yet");
+
+    // A second before the task's end it still works; at its end it is expired, though
+    // its writ is still within the skew.
+    clock.advance(Duration::from_secs(29));
+    assert_eq!(
+        fx.call(&auth, None, "notes.read").await.status(),
+        StatusCode::OK
+    );
+    clock.advance(Duration::from_secs(1));
+    let expired = fx.call(&auth, None, "notes.read").await;
+    says(&expired, "is expired");
+    let body: Value = expired.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -31010, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is expired"),
+        "{body}"
+    );
+    // `nbf` (t0 + 80) is still more than the skew ahead of t0 + 30.
+    says(&fx.call(&early, None, "notes.read").await, "not valid yet");
+
+    // At t0 + 60 the `nbf` is within the skew: the early writ opens. The short writ's
+    // `exp` (t0 + 30) is now the whole skew behind: the writ itself is refused.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        fx.call(&early, None, "notes.read").await.status(),
+        StatusCode::OK
+    );
+    says(
+        &fx.call(&auth, None, "notes.read").await,
+        "the writ has expired",
+    );
     fx.stop().await;
 }
 

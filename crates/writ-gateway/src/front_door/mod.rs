@@ -171,6 +171,7 @@ async fn authenticate(
     let tokens = &guard.tokens;
     let authorization = header_str(headers, header::AUTHORIZATION.as_str());
     match tokens
+        .authenticator
         .authenticate(authorization, header_str(headers, "dpop"), method)
         .await
     {

@@ -30,7 +30,7 @@ pub(crate) async fn answer(
     if let Some(guarded) = guarded {
         // A task that ended lists nothing; the writ's next use would be refused anyway.
         let task = &guarded.caller.task;
-        let state = task.state(crate::token::now());
+        let state = task.state(guarded.guard.clock.now());
         if state != writ_store::TaskState::Active {
             return Err(GatewayError::Denied(crate::token::Denied::InvalidToken(
                 format!(

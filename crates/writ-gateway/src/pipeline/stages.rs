@@ -34,7 +34,7 @@ pub(crate) fn task_check(
     let caller = guarded.caller;
     let task = &caller.task;
     let id = &task.task.id;
-    match task.state(crate::token::now()) {
+    match task.state(guarded.guard.clock.now()) {
         TaskState::Active => {}
         state => {
             return Err(Refusal::TaskEnded(format!(
@@ -251,6 +251,7 @@ pub(crate) async fn deviate(
         }
         Some(
             tokens
+                .live
                 .end_task_for(&id, TaskState::Revoked, &reason, Some(&call))
                 .await,
         )

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use writ_core::oauth::{CLIENT_ASSERTION_JWT, GRANT_TOKEN_EXCHANGE};
 
 use super::dpop::PROOF_ALGORITHMS;
-use super::exchange::{Form, OAuthError};
+use super::oauth::{Form, OAuthError};
 use super::{Denied, TokenService};
 
 const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
@@ -104,7 +104,12 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let result = match form(&headers, &body) {
-        Ok(form) => service.exchange(&form, header_str(&headers, "dpop")).await,
+        Ok(form) => {
+            service
+                .issuer
+                .exchange(&form, header_str(&headers, "dpop"))
+                .await
+        }
         Err(err) => Err(err),
     };
     match result {
@@ -131,7 +136,7 @@ async fn revoke(
     body: Bytes,
 ) -> Response {
     let result = match form(&headers, &body) {
-        Ok(form) => service.revoke(&form).await,
+        Ok(form) => service.issuer.revoke(&form).await,
         Err(err) => Err(err),
     };
     match result {
@@ -148,6 +153,7 @@ async fn introspect(
     let result = match form(&headers, &body) {
         Ok(form) => {
             service
+                .issuer
                 .introspect(&form, header_str(&headers, header::AUTHORIZATION.as_str()))
                 .await
         }
@@ -216,7 +222,7 @@ async fn protected_resource(State(service): State<Arc<TokenService>>) -> Respons
             "bearer_methods_supported": ["header"],
             "resource_name": "Writ MCP gateway",
             "dpop_signing_alg_values_supported": proof_algorithms(),
-            "dpop_bound_access_tokens_required": service.config.dpop == writ_core::config::DpopMode::Required,
+            "dpop_bound_access_tokens_required": service.issuer.dpop_required(),
             "authorization_details_types_supported": [writ_core::task::MCP_TASK_TYPE],
         }),
     )

@@ -1,102 +1,63 @@
-//! `POST /oauth/token` (RFC 8693 token exchange), `/oauth/revoke` (RFC 7009) and
-//! `/oauth/introspect` (RFC 7662), as functions of the request's form parameters.
+//! Issuance: `POST /oauth/token` (RFC 8693 token exchange), as a function of the
+//! request's form parameters. Revocation and introspection, which read what is issued
+//! here, are in `introspect`.
 //!
 //! A task begins when an agent exchanges its identity (`subject_token`) for a writ; a
 //! child task begins when a delegate presents its identity (`actor_token`) with its
 //! parent's writ (`subject_token`). Each is its own decision, and a child never holds more
 //! than its parent still does.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
-use writ_core::oauth::{
-    CLIENT_ASSERTION_JWT, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT,
-};
+use writ_core::clock::Clock;
+use writ_core::config::{DpopMode, TokenConfig};
+use writ_core::oauth::{GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT};
 use writ_core::task::TaskGrant;
-use writ_store::{Agent, Task, TaskState};
+use writ_store::{Agent, Store, Task, TaskState};
 
-use super::dpop::{ProofError, ProofTarget};
-use super::identity::Proven;
-use super::writs::{Confirmation, WRIT_TYP, WritClaims};
-use super::{TokenService, actors, now};
+use super::dpop::{ProofChecker, ProofError, ProofTarget};
+use super::identity::{Identities, Proven};
+use super::keys::KeyRing;
+use super::live::{LiveTask, LiveTasks};
+use super::oauth::{Form, OAuthError};
+use super::writs::{Confirmation, WRIT_TYP, WritClaims, WritVerifier};
+use super::{Urls, actors, agent_facts, task_facts};
+use crate::audit::AuditLog;
 use crate::events::event;
+use crate::policy::Policies;
 use writ_audit::kinds;
 
-/// An OAuth error response (RFC 6749 section 5.2 and its extensions).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthError {
-    pub status: StatusCode,
-    pub error: &'static str,
-    pub description: String,
-    /// A nonce to send in `DPoP-Nonce` (with `use_dpop_nonce`).
-    pub dpop_nonce: Option<String>,
-}
-
-impl OAuthError {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
-        let status = match error {
-            "invalid_client" => StatusCode::UNAUTHORIZED,
-            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self {
-            status,
-            error,
-            description: description.into(),
-            dpop_nonce: None,
-        }
-    }
-
-    pub fn invalid_request(d: impl Into<String>) -> Self {
-        Self::new("invalid_request", d)
-    }
-    fn invalid_grant(d: impl Into<String>) -> Self {
-        Self::new("invalid_grant", d)
-    }
-    fn invalid_details(d: impl Into<String>) -> Self {
-        Self::new("invalid_authorization_details", d)
-    }
-    fn server_error(context: &str, err: impl std::fmt::Display) -> Self {
-        tracing::error!(%err, "{context}");
-        Self::new("server_error", format!("{context}; see the gateway log"))
-    }
-}
-
-/// Form parameters, each given at most once (RFC 6749 section 3.2).
+/// Issues writs: proves who asks, decides whether the task may begin, records it and
+/// signs its writ; and answers revocation and introspection of what it issued.
 #[derive(Debug)]
-pub struct Form(HashMap<String, String>);
-
-impl Form {
-    pub fn parse(pairs: Vec<(String, String)>) -> Result<Self, OAuthError> {
-        let mut map = HashMap::with_capacity(pairs.len());
-        for (key, value) in pairs {
-            if map.insert(key.clone(), value).is_some() {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter `{key}` is given more than once"
-                )));
-            }
-        }
-        Ok(Self(map))
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn require(&self, key: &str) -> Result<&str, OAuthError> {
-        self.get(key)
-            .ok_or_else(|| OAuthError::invalid_request(format!("parameter `{key}` is required")))
-    }
+pub struct Issuer {
+    pub(super) urls: Urls,
+    pub(super) config: TokenConfig,
+    pub(super) policies: Arc<Policies>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) keys: Arc<KeyRing>,
+    pub(super) identities: Identities,
+    pub(super) proofs: Arc<ProofChecker>,
+    pub(super) writs: Arc<WritVerifier>,
+    pub(super) live: Arc<LiveTasks>,
+    /// The operators' token for introspection, when one is configured.
+    pub(super) admin_token: Option<String>,
+    /// Where identities proven and tasks begun are recorded.
+    pub(super) audit: Arc<AuditLog>,
+    /// What a writ's `iat` and `exp` count from, and what judges assertions and proofs.
+    pub(super) clock: Arc<dyn Clock>,
 }
 
-impl TokenService {
+impl Issuer {
+    /// Whether every writ must be DPoP-bound (`tokens.dpop = "required"`).
+    pub fn dpop_required(&self) -> bool {
+        self.config.dpop == DpopMode::Required
+    }
+
     /// `POST /oauth/token`. `dpop` is the request's `DPoP` header, if any.
     pub async fn exchange(&self, form: &Form, dpop: Option<&str>) -> Result<Value, OAuthError> {
-        let now = now();
+        let now = self.clock.now();
         let grant_type = form.require("grant_type")?;
         if grant_type != GRANT_TOKEN_EXCHANGE {
             return Err(OAuthError::new(
@@ -172,11 +133,11 @@ impl TokenService {
     ) -> Result<Option<String>, OAuthError> {
         let Some(proof) = dpop else {
             return match self.config.dpop {
-                writ_core::config::DpopMode::Required => Err(OAuthError::new(
+                DpopMode::Required => Err(OAuthError::new(
                     "invalid_dpop_proof",
                     "this Writ issues only DPoP-bound writs: send a `DPoP` proof header",
                 )),
-                writ_core::config::DpopMode::Optional => Ok(None),
+                DpopMode::Optional => Ok(None),
             };
         };
         let target = ProofTarget {
@@ -254,8 +215,8 @@ impl TokenService {
     fn decide_begin(&self, agent: &Agent, asked: &TaskGrant, depth: u32) -> Result<(), OAuthError> {
         let policies = self.policies.current();
         let decision = policies.begin_task(
-            &super::agent_facts(agent),
-            &super::task_facts("", asked, depth, 0),
+            &agent_facts(agent),
+            &task_facts("", asked, depth, 0),
             &self.policies.situation(),
         );
         self.enforce("begin_task", &agent.name, &decision)
@@ -267,15 +228,15 @@ impl TokenService {
         &self,
         parent_agent: &Agent,
         delegate: &Agent,
-        parent: &super::LiveTask,
+        parent: &LiveTask,
         child: &TaskGrant,
     ) -> Result<(), OAuthError> {
         let policies = self.policies.current();
         let decision = policies.delegate(
-            &super::agent_facts(parent_agent),
-            &super::agent_facts(delegate),
+            &agent_facts(parent_agent),
+            &agent_facts(delegate),
             &parent.facts(),
-            &super::task_facts("", child, parent.task.depth + 1, 0),
+            &task_facts("", child, parent.task.depth + 1, 0),
             &self.policies.situation(),
         );
         self.enforce(
@@ -320,7 +281,8 @@ impl TokenService {
             .verify(&self.keys, parent_token, now)
             .map_err(|e| OAuthError::invalid_grant(format!("`subject_token`: {e}")))?;
         let parent = self
-            .live_task(&parent_claims.task)
+            .live
+            .get(&parent_claims.task)
             .await
             .map_err(|_| OAuthError::server_error("could not read the parent task", "store"))?
             .ok_or_else(|| OAuthError::invalid_grant("`subject_token`: its task does not exist"))?;
@@ -419,12 +381,13 @@ impl TokenService {
     }
 
     async fn issue(&self, task: Task, holder: &Agent, now: i64) -> Result<Value, OAuthError> {
-        let live = super::LiveTask::new(task.clone(), holder);
+        let live = LiveTask::new(task.clone(), holder);
         let claims = WritClaims {
             iss: self.urls.issuer.clone(),
             sub: task.subject_id.clone(),
             aud: self.urls.mcp.clone(),
             exp: task.expires_at,
+            nbf: None,
             iat: now,
             jti: uuid::Uuid::new_v4().simple().to_string(),
             client_id: task.agent_id.clone(),
@@ -445,6 +408,7 @@ impl TokenService {
         // tell of is not begun.
         if let Err(err) = self.audit.record(begun_event(&task, holder)).await {
             if let Err(end) = self
+                .live
                 .end_task(
                     &task.id,
                     TaskState::Revoked,
@@ -456,7 +420,7 @@ impl TokenService {
             }
             return Err(OAuthError::server_error("could not record the task", err));
         }
-        self.remember_task(task.clone(), holder);
+        self.live.remember(task.clone(), holder);
         tracing::info!(task = %task.id, agent = %task.agent_id, parent = ?task.parent_id, "task begun");
         Ok(json!({
             "access_token": token,
@@ -467,106 +431,6 @@ impl TokenService {
             "task": task.id,
         }))
     }
-
-    /// `POST /oauth/revoke`: the holder ends its task. Holding the writ is the right to end
-    /// it (RFC 7009 section 2.1 leaves client authentication to the server); unknown or
-    /// invalid tokens are answered the same way, so the endpoint reveals nothing.
-    pub async fn revoke(&self, form: &Form) -> Result<(), OAuthError> {
-        let token = form.require("token")?;
-        if let Some(claims) = self.writs.verify_ignoring_expiry(&self.keys, token) {
-            self.end_task(&claims.task, TaskState::Completed, "ended by its agent")
-                .await
-                .map_err(|e| OAuthError::server_error("could not end the task", e))?;
-        }
-        Ok(())
-    }
-
-    /// `POST /oauth/introspect`: operators (the admin token) see every writ; an agent
-    /// (authenticated by a `client_assertion`) sees writs of its own task chains.
-    pub async fn introspect(
-        &self,
-        form: &Form,
-        authorization: Option<&str>,
-    ) -> Result<Value, OAuthError> {
-        let now = now();
-        let caller = self.introspection_caller(form, authorization, now).await?;
-        let token = form.require("token")?;
-        let inactive = json!({ "active": false });
-        let Ok(claims) = self.writs.verify(&self.keys, token, now) else {
-            return Ok(inactive);
-        };
-        if let Some(agent_id) = &caller
-            && claims.sub != *agent_id
-            && claims.client_id != *agent_id
-        {
-            return Ok(inactive);
-        }
-        let Ok(Some(task)) = self.live_task(&claims.task).await else {
-            return Ok(inactive);
-        };
-        let state = task.state(now);
-        if state != TaskState::Active {
-            return Ok(inactive);
-        }
-        let mut out = serde_json::to_value(claims.as_ref())
-            .map_err(|e| OAuthError::server_error("could not describe the writ", e))?;
-        if let Some(map) = out.as_object_mut() {
-            map.insert("active".into(), true.into());
-            map.insert(
-                "token_type".into(),
-                if claims.cnf.is_some() {
-                    "DPoP"
-                } else {
-                    "Bearer"
-                }
-                .into(),
-            );
-            map.insert("task_state".into(), state.as_str().into());
-            map.insert("calls".into(), task.calls().into());
-            map.insert("purpose".into(), task.task.purpose.clone().into());
-        }
-        Ok(out)
-    }
-
-    /// `None` for an operator, the agent id for an agent.
-    async fn introspection_caller(
-        &self,
-        form: &Form,
-        authorization: Option<&str>,
-        now: i64,
-    ) -> Result<Option<String>, OAuthError> {
-        if let (Some(expected), Some(header)) = (&self.admin_token, authorization)
-            && let Some(given) = header.strip_prefix("Bearer ")
-            && constant_time_eq(given.trim().as_bytes(), expected.as_bytes())
-        {
-            return Ok(None);
-        }
-        match (
-            form.get("client_assertion_type"),
-            form.get("client_assertion"),
-        ) {
-            (Some(CLIENT_ASSERTION_JWT), Some(assertion)) => {
-                let proven = self.identities.prove(assertion, now).await.map_err(|e| {
-                    OAuthError::new("invalid_client", format!("`client_assertion`: {e}"))
-                })?;
-                if proven.agent.disabled {
-                    return Err(OAuthError::new(
-                        "invalid_client",
-                        format!("agent `{}` is disabled", proven.agent.name),
-                    ));
-                }
-                Ok(Some(proven.agent.id))
-            }
-            _ => Err(OAuthError::new(
-                "invalid_client",
-                "introspection needs the admin token (`Authorization: Bearer`) or an agent's `client_assertion`",
-            )),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `task.begun` or `task.delegated`: what the task may do, for how long, and how its

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
 use writ_core::config::{IdentityConfig, OidcIssuer, SpiffeTrust};
 use writ_store::{Agent, AgentCredential, Store};
 
 use super::jwks::{BundleFile, RemoteKeySets};
+use super::jwt::{describe, lifetime_of, validation, within_lifetime};
 
 /// `iss` of external identities recorded for SPIFFE IDs.
 pub const SPIFFE_ISSUER: &str = "spiffe";
@@ -87,6 +88,7 @@ struct Peek {
 #[derive(Deserialize)]
 struct AssertionClaims {
     exp: i64,
+    nbf: Option<i64>,
     iat: Option<i64>,
     jti: Option<String>,
 }
@@ -123,11 +125,11 @@ impl Identities {
         let peek = peek_claims(token)?;
         let sub = peek.sub.clone().unwrap_or_default();
         if sub.starts_with("spiffe://") {
-            return self.prove_spiffe(token, &header, &sub).await;
+            return self.prove_spiffe(token, &header, &sub, now).await;
         }
         let iss = peek.iss.unwrap_or_default();
         if let Some(oidc) = self.config.oidc.iter().find(|o| o.issuer == iss) {
-            return self.prove_oidc(token, &header, oidc).await;
+            return self.prove_oidc(token, &header, oidc, now).await;
         }
         if iss.starts_with("agt_") {
             return self.prove_assertion(token, &header, &iss, now).await;
@@ -183,16 +185,16 @@ impl Identities {
                 header.alg, agent.name, algorithm
             )));
         }
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = self.skew_secs;
+        let mut validation = validation(algorithm);
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         validation.set_issuer(&[agent_id]);
         validation.sub = Some(agent_id.to_owned());
         validation.aud = Some(self.audiences.clone());
-        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<AssertionClaims>(token, &key, &validation)
             .map_err(|e| IdentityError(format!("the assertion was refused: {}", describe(&e))))?
             .claims;
+        within_lifetime(claims.exp, claims.nbf, now, self.skew_secs)
+            .map_err(|e| IdentityError(format!("the assertion was refused: {e}")))?;
         let skew = i64::try_from(self.skew_secs).unwrap_or(0);
         let lifetime = claims.exp - claims.iat.unwrap_or(now).min(now);
         let max = i64::try_from(self.config.assertion_max_lifetime.as_secs()).unwrap_or(i64::MAX);
@@ -236,6 +238,7 @@ impl Identities {
         token: &str,
         header: &jsonwebtoken::Header,
         oidc: &OidcIssuer,
+        now: i64,
     ) -> Result<Proven, IdentityError> {
         let jwk = self
             .remote
@@ -245,15 +248,16 @@ impl Identities {
         let alg = algorithm_of(&jwk, header.alg, ASYMMETRIC)?;
         let key = DecodingKey::from_jwk(&jwk)
             .map_err(|e| IdentityError(format!("the issuer's key is unusable: {e}")))?;
-        let mut validation = Validation::new(alg);
-        validation.leeway = self.skew_secs;
+        let mut validation = validation(alg);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.set_issuer(&[&oidc.issuer]);
         validation.set_audience(&[&oidc.audience]);
-        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| IdentityError(format!("the OIDC token was refused: {}", describe(&e))))?
             .claims;
+        lifetime_of(&claims)
+            .and_then(|(exp, nbf)| within_lifetime(exp, nbf, now, self.skew_secs))
+            .map_err(|e| IdentityError(format!("the OIDC token was refused: {e}")))?;
         let subject = claims
             .get(&oidc.agent_claim)
             .and_then(Value::as_str)
@@ -274,6 +278,7 @@ impl Identities {
         token: &str,
         header: &jsonwebtoken::Header,
         sub: &str,
+        now: i64,
     ) -> Result<Proven, IdentityError> {
         let domain = spiffe_trust_domain(sub)
             .ok_or_else(|| IdentityError(format!("`{sub}` is not a valid SPIFFE ID")))?;
@@ -297,14 +302,15 @@ impl Identities {
         let key = DecodingKey::from_jwk(&jwk)
             .map_err(|e| IdentityError(format!("the bundle key is unusable: {e}")))?;
         let audience = audience_of(trust, &self.issuer);
-        let mut validation = Validation::new(alg);
-        validation.leeway = self.skew_secs;
+        let mut validation = validation(alg);
         validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         validation.set_audience(&[audience]);
-        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| IdentityError(format!("the JWT-SVID was refused: {}", describe(&e))))?
             .claims;
+        lifetime_of(&claims)
+            .and_then(|(exp, nbf)| within_lifetime(exp, nbf, now, self.skew_secs))
+            .map_err(|e| IdentityError(format!("the JWT-SVID was refused: {e}")))?;
         if claims
             .get("aud")
             .and_then(Value::as_array)
@@ -442,25 +448,5 @@ pub fn registered_key(algorithm: &str, pem: &str) -> Result<(Algorithm, Decoding
             .map(|k| (Algorithm::ES256, k))
             .map_err(|e| e.to_string()),
         other => Err(format!("unknown key algorithm `{other}`")),
-    }
-}
-
-/// A JWT error as an agent can act on it, without library type names.
-pub fn describe(err: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind;
-    match err.kind() {
-        ErrorKind::InvalidSignature => "the signature does not verify".into(),
-        ErrorKind::ExpiredSignature => "it has expired".into(),
-        ErrorKind::ImmatureSignature => "it is not valid yet (`nbf`)".into(),
-        ErrorKind::InvalidAudience => "it is meant for another audience (`aud`)".into(),
-        ErrorKind::InvalidIssuer => "its issuer (`iss`) is not the expected one".into(),
-        ErrorKind::InvalidSubject => "its subject (`sub`) is not the expected one".into(),
-        ErrorKind::InvalidAlgorithm => "its algorithm is not the one its key is for".into(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("it lacks the `{claim}` claim"),
-        ErrorKind::InvalidToken
-        | ErrorKind::Base64(_)
-        | ErrorKind::Json(_)
-        | ErrorKind::Utf8(_) => "it is not a well-formed JWT".into(),
-        _ => "it does not verify".into(),
     }
 }

@@ -8,7 +8,7 @@ use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::identity::describe;
+use super::jwt::{describe, validation, within_lifetime};
 use super::keys::KeyRing;
 
 /// The JOSE `typ` of a writ (RFC 9068 section 2.1).
@@ -25,6 +25,9 @@ pub struct WritClaims {
     /// Writ's MCP URL (RFC 8707 resource).
     pub aud: String,
     pub exp: i64,
+    /// Writ issues none; a writ carrying one is not valid before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub iat: i64,
     pub jti: String,
     /// The agent that holds this writ and makes the calls.
@@ -86,15 +89,15 @@ impl WritVerifier {
         let (algorithm, key) = keys
             .verifier(&kid)
             .ok_or_else(|| format!("the writ's signing key `{kid}` is not one of Writ's keys"))?;
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = self.skew_secs;
+        let mut validation = validation(algorithm);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
-        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<WritClaims>(token, &key, &validation)
             .map_err(|e| format!("the writ was refused: {}", describe(&e)))?
             .claims;
+        within_lifetime(claims.exp, claims.nbf, now, self.skew_secs)
+            .map_err(|e| format!("the writ was refused: {e}"))?;
         let claims = Arc::new(claims);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_LIMIT {
