@@ -30,8 +30,12 @@ pub struct LiveTask {
     /// The agent holding the writ, as policy sees it.
     pub agent: writ_policy::AgentFacts,
     state: Mutex<TaskState>,
+    /// Calls spent and calls reserved by uses being decided: what the budget is
+    /// checked against.
     calls: AtomicU64,
-    /// How many of `calls` the store already holds; the rest are added in batches.
+    /// Calls spent: uses handed to an upstream. Only these reach the store.
+    spent_calls: AtomicU64,
+    /// How many of `spent_calls` the store already holds; the rest are added in batches.
     stored_calls: AtomicU64,
 }
 
@@ -50,6 +54,7 @@ impl LiveTask {
             agent: agent_facts(agent),
             state: Mutex::new(task.state),
             calls: AtomicU64::new(task.calls),
+            spent_calls: AtomicU64::new(task.calls),
             stored_calls: AtomicU64::new(task.calls),
             grant,
             task,
@@ -124,6 +129,7 @@ impl CallReservation {
     /// (`flush_calls`), so a call costs no store write.
     pub fn spend(mut self) {
         self.spent = true;
+        self.task.spent_calls.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -237,20 +243,26 @@ impl LiveTasks {
         }
     }
 
-    /// Adds the calls counted in memory since the last flush to the store.
+    /// Adds the calls spent since the last flush to the store. Reservations of uses
+    /// still being decided are not calls yet: a refused one is given back.
     pub(super) async fn flush_calls(&self) {
+        let spent = |t: &LiveTask| t.spent_calls.load(Ordering::Acquire);
         let pending: Vec<Arc<LiveTask>> = match self.tasks.lock() {
             Ok(tasks) => tasks
                 .values()
-                .filter(|t| t.calls() > t.stored_calls.load(Ordering::Acquire))
+                .filter(|t| spent(t) > t.stored_calls.load(Ordering::Acquire))
                 .cloned()
                 .collect(),
             Err(_) => return,
         };
         for task in pending {
-            let counted = task.calls();
+            let counted = spent(&task);
             let stored = task.stored_calls.load(Ordering::Acquire);
-            match self.store.add_calls(&task.task.id, counted - stored).await {
+            let added = counted.saturating_sub(stored);
+            if added == 0 {
+                continue;
+            }
+            match self.store.add_calls(&task.task.id, added).await {
                 Ok(_) => task.stored_calls.store(counted, Ordering::Release),
                 Err(err) => tracing::error!(%err, task = %task.task.id, "could not record calls"),
             }
