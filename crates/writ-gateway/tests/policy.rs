@@ -1574,6 +1574,42 @@ async fn recorded_arguments_are_redacted_by_path_held_secret_and_shape() {
     fx.stop().await;
 }
 
+/// A task that cannot be written to the store is not begun: every exchange waiting on
+/// the failed write is refused and no writ is handed out; once writes work again, tasks
+/// begin.
+#[tokio::test]
+async fn a_task_that_cannot_be_recorded_is_refused_and_no_writ_is_handed_out() {
+    let kit = Kit::start().await;
+    let fx = Fixture::start(example_pack(), "", &kit.toml).await;
+    fx.faults.fail(Fault::TaskWrites, true);
+    let refused =
+        futures_util::future::join_all((0..4).map(|_| fx.begin(&fx.rita, task(&["notes.*"]))))
+            .await;
+    for answer in &refused {
+        let err = answer.as_ref().unwrap_err();
+        assert!(
+            err.contains("server_error") && err.contains("could not record the task"),
+            "{err}"
+        );
+    }
+    assert!(fx.faults.refused(Fault::TaskWrites) > 0);
+    let tasks = fx
+        .store
+        .tasks(&writ_store::TaskFilter::default())
+        .await
+        .unwrap();
+    assert!(tasks.is_empty(), "{tasks:?}");
+
+    fx.faults.fail(Fault::TaskWrites, false);
+    let writ = fx.writ(&fx.rita, &["notes.*"]).await;
+    let recorded = fx
+        .mcp
+        .call(&writ, "notes.write", json!({"text": "y"}))
+        .await;
+    assert_eq!(recorded.text(), "notes.write ran");
+    fx.stop().await;
+}
+
 /// The Ed25519 public key stored as base64url.
 fn audit_key(public: &str) -> ed25519_dalek::VerifyingKey {
     use base64::Engine as _;

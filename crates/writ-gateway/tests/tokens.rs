@@ -24,7 +24,9 @@ use writ_core::config::{Config, SigningAlgorithm};
 use writ_gateway::Running;
 use writ_gateway::token::{keys, now};
 use writ_mcp::server::{Tool, ToolServer, text_result};
-use writ_store::{Agent, AgentCredential, AgentStore, SigningKeyStore, SqliteStore, Store};
+use writ_store::{
+    Agent, AgentCredential, AgentStore, SigningKeyStore, SqliteStore, Store, TaskStore,
+};
 
 const ACCEPT: &str = "application/json, text/event-stream";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -728,6 +730,86 @@ async fn a_replayed_assertion_is_refused() {
         .await;
     assert_oauth_error(&again, "invalid_grant", "`jti` replay");
     fx.stop().await;
+}
+
+/// An assertion is single-use whatever became of its request: one refused by policy
+/// cannot be replayed into a task that policy allows.
+#[tokio::test]
+async fn a_refused_assertion_is_spent_all_the_same() {
+    let fx = Fixture::start("").await;
+    let assertion = fx.assertion();
+    let wider = json!([{ "type": "mcp_task", "purpose": "p", "tools": ["ops.*"] }]).to_string();
+    let refused = fx
+        .token_request(
+            &[
+                ("subject_token", assertion.clone()),
+                ("authorization_details", wider),
+            ],
+            None,
+        )
+        .await;
+    assert_oauth_error(&refused, "invalid_authorization_details", "policy refuses");
+    let again = fx
+        .token_request(&[("subject_token", assertion)], None)
+        .await;
+    assert_oauth_error(&again, "invalid_grant", "`jti` replay");
+    fx.stop().await;
+}
+
+/// Exchanges arriving together share one store transaction, and each is still its own:
+/// of the same assertion sent many times at once exactly one begins a task, and every
+/// distinct one does.
+#[tokio::test]
+async fn concurrent_exchanges_begin_one_task_per_assertion() {
+    let owned = Fixture::start("").await;
+    let fx = &owned;
+    let assertion = fx.assertion();
+    let same = futures_util::future::join_all((0..8).map(|_| {
+        let assertion = assertion.clone();
+        async move {
+            fx.token_request(&[("subject_token", assertion)], None)
+                .await
+        }
+    }))
+    .await;
+    let begun: Vec<&(StatusCode, Value)> = same.iter().filter(|a| a.0 == StatusCode::OK).collect();
+    assert_eq!(begun.len(), 1, "{same:?}");
+    for answer in same.iter().filter(|a| a.0 != StatusCode::OK) {
+        assert_oauth_error(answer, "invalid_grant", "`jti` replay");
+    }
+    let distinct = futures_util::future::join_all((0..16).map(|_| async move {
+        let assertion = fx.assertion();
+        fx.token_request(&[("subject_token", assertion)], None)
+            .await
+    }))
+    .await;
+    let mut tasks: Vec<String> = distinct
+        .iter()
+        .map(|a| {
+            assert_eq!(a.0, StatusCode::OK, "{a:?}");
+            a.1["task"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    tasks.sort();
+    tasks.dedup();
+    assert_eq!(tasks.len(), 16);
+    for task in &tasks {
+        let stored = fx.store.task(task).await.unwrap().unwrap();
+        assert_eq!(stored.agent_id, fx.alice.agent_id);
+        let writ = distinct
+            .iter()
+            .find(|a| a.1["task"] == task.as_str())
+            .unwrap()
+            .1["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            fx.call(&bearer(&writ), None, "notes.read").await.status(),
+            StatusCode::OK
+        );
+    }
+    owned.stop().await;
 }
 
 async fn dpop_writ(fx: &Fixture) -> client::Begun {

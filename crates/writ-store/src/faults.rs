@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use writ_audit::{Checkpoint, Record};
 
 use crate::{
-    Agent, AgentStore, AuditAppender, AuditEntry, AuditFilter, AuditKey, AuditStore, Change,
-    ChangeFeed, OfferedTool, Pruned, ReplayCache, SigningKey, SigningKeyStore, Store, StoreError,
-    StoreResult, Task, TaskFilter, TaskState, TaskStore, ToolPin, ToolPinStore,
+    Agent, AgentStore, AuditAppender, AuditEntry, AuditFilter, AuditKey, AuditStore, Begun, Change,
+    ChangeFeed, NewTask, OfferedTool, Pruned, ReplayCache, SigningKey, SigningKeyStore, Store,
+    StoreError, StoreResult, Task, TaskAppender, TaskFilter, TaskState, TaskStore, ToolPin,
+    ToolPinStore,
 };
 
 /// A class of store operations that can be made to fail.
@@ -29,9 +30,10 @@ pub enum Fault {
     AgentWrites,
     /// Reading tasks.
     TaskReads,
-    /// Recording, ending, counting and expiring tasks.
+    /// Recording (also with one-time identifiers), ending, counting and expiring tasks.
     TaskWrites,
-    /// The replay cache's `remember_once`.
+    /// The replay cache's `remember_once`, and tasks recorded with one-time
+    /// identifiers.
     ReplayChecks,
     /// Reading Writ's signing keys.
     KeyReads,
@@ -99,6 +101,15 @@ struct Switches {
 }
 
 impl Switches {
+    /// New tasks are task writes, and replay checks when they spend an identifier.
+    fn check_begin(&self, tasks: &[NewTask]) -> StoreResult<()> {
+        self.check(Fault::TaskWrites)?;
+        if tasks.iter().any(|t| t.once.is_some()) {
+            self.check(Fault::ReplayChecks)?;
+        }
+        Ok(())
+    }
+
     fn switch(&self, fault: Fault) -> &Switch {
         match fault {
             Fault::AgentReads => &self.agent_reads,
@@ -195,6 +206,23 @@ impl TaskStore for FaultyStore {
     async fn insert_task(&self, task: &Task) -> StoreResult<()> {
         self.check(Fault::TaskWrites)?;
         self.inner.insert_task(task).await
+    }
+
+    async fn begin_tasks(&self, tasks: &[NewTask], now: i64) -> StoreResult<Vec<Begun>> {
+        self.switches.check_begin(tasks)?;
+        self.inner.begin_tasks(tasks, now).await
+    }
+
+    /// The inner store's task appender, wrapped so that [`Fault::TaskWrites`] and
+    /// [`Fault::ReplayChecks`] reach it too: a gateway takes it once, at startup.
+    fn task_appender(&self) -> StoreResult<Option<Box<dyn TaskAppender>>> {
+        self.check(Fault::TaskWrites)?;
+        Ok(self.inner.task_appender()?.map(|inner| {
+            Box::new(FaultyTaskAppender {
+                inner,
+                switches: self.switches.clone(),
+            }) as Box<dyn TaskAppender>
+        }))
     }
 
     async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
@@ -389,6 +417,26 @@ impl ChangeFeed for FaultyStore {
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>> {
         self.check(Fault::ChangeReads)?;
         self.inner.changes_since(after, limit).await
+    }
+}
+
+/// A task appender of the inner store's that fails while [`Fault::TaskWrites`] is
+/// switched on, or [`Fault::ReplayChecks`] for tasks with an identifier.
+struct FaultyTaskAppender {
+    inner: Box<dyn TaskAppender>,
+    switches: Arc<Switches>,
+}
+
+impl fmt::Debug for FaultyTaskAppender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyTaskAppender").finish_non_exhaustive()
+    }
+}
+
+impl TaskAppender for FaultyTaskAppender {
+    fn begin_tasks(&mut self, tasks: &[NewTask], now: i64) -> StoreResult<Vec<Begun>> {
+        self.switches.check_begin(tasks)?;
+        self.inner.begin_tasks(tasks, now)
     }
 }
 

@@ -95,6 +95,19 @@ pub trait AgentStore: Send + Sync {
 pub trait TaskStore: Send + Sync {
     /// Records a new task (state [`TaskState::Active`]).
     async fn insert_task(&self, task: &Task) -> StoreResult<()>;
+    /// Records new tasks and remembers the one-time identifiers their requests spent, all
+    /// in one transaction: what a token endpoint under load writes, once for every
+    /// exchange waiting. A task whose identifier is already remembered, or taken by an
+    /// earlier task of the same call, is a replay and not recorded. Identifiers expired
+    /// at `now` are forgotten first, as by [`ReplayCache::remember_once`]. The answers
+    /// are in the order of `tasks`. An error records nothing at all.
+    async fn begin_tasks(&self, tasks: &[NewTask], now: i64) -> StoreResult<Vec<Begun>>;
+    /// An exclusive, blocking connection of the caller's own for
+    /// [`begin_tasks`](Self::begin_tasks), where the store offers one (SQLite on a file);
+    /// `None` means use `begin_tasks`. One per gateway, taken at startup.
+    fn task_appender(&self) -> StoreResult<Option<Box<dyn TaskAppender>>> {
+        Ok(None)
+    }
     /// One task. A stored value that does not read back as it was written (a tool
     /// pattern that does not parse, say) is an error, never left out.
     async fn task(&self, id: &str) -> StoreResult<Option<Task>>;
@@ -254,6 +267,14 @@ pub trait ChangeFeed: Send + Sync {
     /// all), in order, at most `limit`. Every state change of a task, every agent disable,
     /// every key change and every change of a tool pin's drift appends one.
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<Change>>;
+}
+
+/// An exclusive, blocking handle for beginning tasks: a token endpoint's writer records
+/// each batch of new tasks through one directly, without the hand-offs between the
+/// runtime and the pool's connection thread that [`TaskStore::begin_tasks`] makes.
+pub trait TaskAppender: Send {
+    /// As [`TaskStore::begin_tasks`]: one transaction, all or nothing.
+    fn begin_tasks(&mut self, tasks: &[NewTask], now: i64) -> StoreResult<Vec<Begun>>;
 }
 
 /// An exclusive, blocking handle for appending to the audit log. A gateway's audit

@@ -128,6 +128,33 @@ mod patterns {
     }
 }
 
+/// A one-time identifier a request spent (an assertion's `jti`), to remember until
+/// `expires_at` so that it is never accepted again; as in
+/// [`ReplayCache::remember_once`](crate::ReplayCache::remember_once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTime {
+    pub scope: String,
+    pub id: String,
+    pub expires_at: i64,
+}
+
+/// A task to record, with the one-time identifier spent by the request that begins
+/// it, if that request spent one; for [`TaskStore::begin_tasks`](crate::TaskStore::begin_tasks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub task: Task,
+    pub once: Option<OneTime>,
+}
+
+/// What became of one [`NewTask`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begun {
+    /// The task is recorded and its identifier remembered.
+    Recorded,
+    /// The identifier was already remembered: a replay. The task is not recorded.
+    Replayed,
+}
+
 /// Which tasks [`TaskStore::tasks`](crate::TaskStore::tasks) returns. Empty fields match
 /// everything.
 #[derive(Debug, Clone, Default)]

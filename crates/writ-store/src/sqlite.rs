@@ -16,6 +16,7 @@ mod pins;
 mod replay;
 mod rows;
 mod schema;
+mod task_appender;
 mod tasks;
 
 use std::path::Path;

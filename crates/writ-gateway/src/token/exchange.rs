@@ -14,13 +14,14 @@ use writ_core::clock::Clock;
 use writ_core::config::{DpopMode, TokenConfig};
 use writ_core::oauth::{GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT};
 use writ_core::task::TaskGrant;
-use writ_store::{Agent, Store, Task, TaskState};
+use writ_store::{Agent, Begun, NewTask, Store, Task, TaskState};
 
 use super::dpop::{ProofChecker, ProofError, ProofTarget};
-use super::identity::{Identities, Proven};
+use super::identity::{Identities, Proven, replayed};
 use super::keys::KeyRing;
 use super::live::{LiveTask, LiveTasks};
 use super::oauth::{Form, OAuthError};
+use super::writer::TaskWriter;
 use super::writs::{Confirmation, WRIT_TYP, WritClaims, WritVerifier};
 use super::{Urls, actors, agent_facts, task_facts};
 use crate::audit::AuditLog;
@@ -45,6 +46,8 @@ pub struct Issuer {
     pub(super) admin_token: Option<String>,
     /// Where identities proven and tasks begun are recorded.
     pub(super) audit: Arc<AuditLog>,
+    /// Records new tasks in batches.
+    pub(super) writer: Arc<TaskWriter>,
     /// What a writ's `iat` and `exp` count from, and what judges assertions and proofs.
     pub(super) clock: Arc<dyn Clock>,
 }
@@ -88,14 +91,15 @@ impl Issuer {
         let ttl = self.ttl(form.get("expires_in"))?;
         let subject_token = form.require("subject_token")?;
         let subject_type = form.require("subject_token_type")?;
-        let (task, holder) = match (subject_type, form.get("actor_token")) {
+        // Past the proof of identity, a refusal still spends the proof (`refuse_proven`).
+        let (proven, which, task) = match (subject_type, form.get("actor_token")) {
             (TOKEN_TYPE_JWT, None) => {
-                let agent = self
-                    .prove_active(subject_token, now, "subject_token")
-                    .await?;
-                self.decide_begin(&agent.agent, &asked, 0)?;
-                let task = self.new_task(&agent, None, asked, now + ttl, jkt, Value::Null, now);
-                (task, agent.agent)
+                let which = "subject_token";
+                let proven = self.prove_active(subject_token, now, which).await?;
+                let task = self.decide_begin(&proven.agent, &asked, 0).map(|()| {
+                    self.new_task(&proven, None, asked, now + ttl, jkt, Value::Null, now)
+                });
+                (proven, which, task)
             }
             (TOKEN_TYPE_ACCESS, Some(actor_token)) => {
                 let actor_type = form.require("actor_token_type")?;
@@ -104,8 +108,13 @@ impl Issuer {
                         "`actor_token_type` must be `{TOKEN_TYPE_JWT}`"
                     )));
                 }
-                self.delegate(subject_token, actor_token, asked, ttl, jkt, now)
-                    .await?
+                let parent = self.parent(subject_token, now).await?;
+                // The delegate proves itself with its own single-use assertion; a leaked
+                // parent writ alone cannot begin a child task.
+                let which = "actor_token";
+                let proven = self.prove_active(actor_token, now, which).await?;
+                let task = self.delegate(&parent, &proven, asked, ttl, jkt, now).await;
+                (proven, which, task)
             }
             (TOKEN_TYPE_ACCESS, None) => {
                 return Err(OAuthError::invalid_request(
@@ -123,7 +132,10 @@ impl Issuer {
                 )));
             }
         };
-        self.issue(task, &holder, now).await
+        match task {
+            Ok(task) => self.issue(task, &proven, which, now).await,
+            Err(refusal) => Err(self.refuse_proven(&proven, which, now, refusal).await),
+        }
     }
 
     fn token_request_proof(
@@ -173,46 +185,77 @@ impl Issuer {
         }
     }
 
+    /// Verifies the identity token in form field `which` and that its agent is enabled;
+    /// a refusal is recorded (`auth.failed`). The proof's single-use identifier is not
+    /// spent here but with the task the request begins (`issue`), or alone when the
+    /// request is refused after all (`refuse_proven`); either records the outcome.
     async fn prove_active(&self, token: &str, now: i64, which: &str) -> Result<Proven, OAuthError> {
-        let proven = match self.identities.prove(token, now).await {
-            Ok(proven) if proven.agent.disabled => Err((
-                Some(proven.agent.id.clone()),
-                format!("agent `{}` is disabled", proven.agent.name),
-            )),
+        match self.identities.prove(token, now).await {
+            Ok(proven) if proven.agent.disabled => Err(self
+                .auth_failed(
+                    Some(proven.agent.id.clone()),
+                    format!("agent `{}` is disabled", proven.agent.name),
+                )
+                .await),
             Ok(proven) => Ok(proven),
-            Err(e) => Err((None, format!("`{which}`: {e}"))),
-        };
-        match proven {
-            Ok(proven) => {
-                self.audit
-                    .note(
-                        event(kinds::AUTH_SUCCEEDED)
-                            .with_actor([proven.agent.id.clone()])
-                            .with_field("endpoint", "token")
-                            .with_field("method", proven.proof)
-                            .with_field("agent_name", proven.agent.name.clone())
-                            .with_field("as", which.to_owned()),
-                    )
-                    .await;
-                Ok(proven)
-            }
-            Err((agent, reason)) => {
-                self.audit
-                    .note(
-                        event(kinds::AUTH_FAILED)
-                            .with_actor(agent)
-                            .with_field("endpoint", "token")
-                            .with_field("error", "invalid_grant")
-                            .with_field("reason", reason.clone()),
-                    )
-                    .await;
-                Err(OAuthError::invalid_grant(reason))
-            }
+            Err(e) => Err(self.auth_failed(None, format!("`{which}`: {e}")).await),
         }
     }
 
+    /// A request whose identity was proven is refused: its proof is spent all the same
+    /// (an assertion is single-use whatever became of it), and a replayed one is refused
+    /// as a replay, as if that had been found before anything was decided.
+    async fn refuse_proven(
+        &self,
+        proven: &Proven,
+        which: &str,
+        now: i64,
+        refusal: OAuthError,
+    ) -> OAuthError {
+        match self.identities.spend(proven, now).await {
+            Ok(()) => {
+                self.auth_succeeded(proven, which).await;
+                refusal
+            }
+            Err(e) => self.auth_failed(None, format!("`{which}`: {e}")).await,
+        }
+    }
+
+    /// `auth.succeeded`: the agent proved itself, its proof spent.
+    async fn auth_succeeded(&self, proven: &Proven, which: &str) {
+        self.audit
+            .note(
+                event(kinds::AUTH_SUCCEEDED)
+                    .with_actor([proven.agent.id.clone()])
+                    .with_field("endpoint", "token")
+                    .with_field("method", proven.proof)
+                    .with_field("agent_name", proven.agent.name.clone())
+                    .with_field("as", which.to_owned()),
+            )
+            .await;
+    }
+
+    /// `auth.failed`, and the refusal it is.
+    async fn auth_failed(&self, agent: Option<String>, reason: String) -> OAuthError {
+        self.audit
+            .note(
+                event(kinds::AUTH_FAILED)
+                    .with_actor(agent)
+                    .with_field("endpoint", "token")
+                    .with_field("error", "invalid_grant")
+                    .with_field("reason", reason.clone()),
+            )
+            .await;
+        OAuthError::invalid_grant(reason)
+    }
+
     /// The `begin_task` decision: may `agent` begin a task with this grant?
-    fn decide_begin(&self, agent: &Agent, asked: &TaskGrant, depth: u32) -> Result<(), OAuthError> {
+    pub(super) fn decide_begin(
+        &self,
+        agent: &Agent,
+        asked: &TaskGrant,
+        depth: u32,
+    ) -> Result<(), OAuthError> {
         let policies = self.policies.current();
         let decision = policies.begin_task(
             &agent_facts(agent),
@@ -223,33 +266,9 @@ impl Issuer {
             .map_err(OAuthError::invalid_details)
     }
 
-    /// The `delegate` decision: may the parent task's agent hand `child` to `delegate`?
-    fn decide_delegate(
-        &self,
-        parent_agent: &Agent,
-        delegate: &Agent,
-        parent: &LiveTask,
-        child: &TaskGrant,
-    ) -> Result<(), OAuthError> {
-        let policies = self.policies.current();
-        let decision = policies.delegate(
-            &agent_facts(parent_agent),
-            &agent_facts(delegate),
-            &parent.facts(),
-            &task_facts("", child, parent.task.depth + 1, 0),
-            &self.policies.situation(),
-        );
-        self.enforce(
-            "delegate",
-            &format!("{} to {}", parent_agent.name, delegate.name),
-            &decision,
-        )
-        .map_err(OAuthError::invalid_grant)
-    }
-
     /// Turns a token-endpoint decision into a refusal text, or lets it pass (always, in
     /// shadow mode, where the would-be refusal is only logged).
-    fn enforce(
+    pub(super) fn enforce(
         &self,
         action: &str,
         who: &str,
@@ -267,87 +286,8 @@ impl Issuer {
         Err(format!("policy refuses `{action}` for {who}: {described}"))
     }
 
-    async fn delegate(
-        &self,
-        parent_token: &str,
-        actor_token: &str,
-        asked: TaskGrant,
-        ttl: i64,
-        jkt: Option<String>,
-        now: i64,
-    ) -> Result<(Task, Agent), OAuthError> {
-        let parent_claims = self
-            .writs
-            .verify(&self.keys, parent_token, now)
-            .map_err(|e| OAuthError::invalid_grant(format!("`subject_token`: {e}")))?;
-        let parent = self
-            .live
-            .get(&parent_claims.task)
-            .await
-            .map_err(|_| OAuthError::server_error("could not read the parent task", "store"))?
-            .ok_or_else(|| OAuthError::invalid_grant("`subject_token`: its task does not exist"))?;
-        let state = parent.state(now);
-        if state != TaskState::Active {
-            return Err(OAuthError::invalid_grant(format!(
-                "the parent task `{}` is {}; it cannot delegate",
-                parent.task.id,
-                state.as_str()
-            )));
-        }
-        let depth = parent.task.depth + 1;
-        if depth > self.config.max_delegation_depth {
-            return Err(OAuthError::invalid_grant(format!(
-                "delegation depth {depth} is over the limit of {} (`tokens.max_delegation_depth`)",
-                self.config.max_delegation_depth
-            )));
-        }
-        // The delegate proves itself with its own single-use assertion; a leaked parent writ
-        // alone cannot begin a child task. The child is bound to the delegate's DPoP key.
-        let delegate = self.prove_active(actor_token, now, "actor_token").await?;
-        let parent_agent = self
-            .store
-            .agent(&parent.task.agent_id)
-            .await
-            .map_err(|e| OAuthError::server_error("could not read the agent registry", e))?
-            .filter(|a| a.id == parent.task.agent_id)
-            .ok_or_else(|| {
-                OAuthError::invalid_grant("the parent task's agent is no longer registered")
-            })?;
-        if parent_agent.disabled {
-            return Err(OAuthError::invalid_grant(format!(
-                "agent `{}` is disabled",
-                parent_agent.name
-            )));
-        }
-        let grant = parent
-            .grant
-            .narrow(parent.calls(), asked)
-            .map_err(|e| OAuthError::invalid_details(e.0))?;
-        self.decide_delegate(&parent_agent, &delegate.agent, &parent, &grant)?;
-        self.decide_begin(&delegate.agent, &grant, depth)?;
-        let expires_at = (now + ttl).min(parent.task.expires_at);
-        // RFC 8693 section 4.1: the current actor on top, earlier actors nested beneath.
-        // The root task's agent is the subject (`sub`), not an actor.
-        let act = if parent.task.actor_chain.is_null() {
-            json!({ "sub": delegate.agent.id })
-        } else {
-            json!({ "sub": delegate.agent.id, "act": parent.task.actor_chain })
-        };
-        let mut task = self.new_task(
-            &delegate,
-            Some(&parent.task),
-            grant,
-            expires_at,
-            jkt,
-            act,
-            now,
-        );
-        task.subject_id = parent.task.subject_id.clone();
-        Ok((task, delegate.agent))
-    }
-
     #[expect(clippy::too_many_arguments, reason = "one task record, field by field")]
-    fn new_task(
+    pub(super) fn new_task(
         &self,
         agent: &Proven,
         parent: Option<&Task>,
@@ -380,7 +320,16 @@ impl Issuer {
         }
     }
 
-    async fn issue(&self, task: Task, holder: &Agent, now: i64) -> Result<Value, OAuthError> {
+    /// Records the task, spending the proof's identifier with it, records its beginning
+    /// and hands out its writ.
+    async fn issue(
+        &self,
+        task: Task,
+        proven: &Proven,
+        which: &str,
+        now: i64,
+    ) -> Result<Value, OAuthError> {
+        let holder = &proven.agent;
         let live = LiveTask::new(task.clone(), holder);
         let claims = WritClaims {
             iss: self.urls.issuer.clone(),
@@ -400,10 +349,19 @@ impl Issuer {
             .keys
             .sign(WRIT_TYP, &claims)
             .map_err(|e| OAuthError::server_error("could not sign the writ", e))?;
-        self.store
-            .insert_task(&task)
-            .await
-            .map_err(|e| OAuthError::server_error("could not record the task", e))?;
+        let new = NewTask {
+            task: task.clone(),
+            once: proven.once.clone(),
+        };
+        match self.writer.begin(new).await {
+            Ok(Begun::Recorded) => self.auth_succeeded(proven, which).await,
+            Ok(Begun::Replayed) => {
+                return Err(self
+                    .auth_failed(None, format!("`{which}`: {}", replayed()))
+                    .await);
+            }
+            Err(e) => return Err(OAuthError::server_error("could not record the task", e)),
+        }
         // The task is on record before its writ leaves: a task the audit log cannot
         // tell of is not begun.
         if let Err(err) = self.audit.record(begun_event(&task, holder)).await {

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
 use writ_core::config::{IdentityConfig, OidcIssuer, SpiffeTrust};
-use writ_store::{Agent, AgentCredential, Store};
+use writ_store::{Agent, AgentCredential, OneTime, Store};
 
 use super::jwks::{BundleFile, RemoteKeySets};
 use super::jwt::{describe, lifetime_of, validation, within_lifetime};
@@ -54,6 +54,17 @@ pub struct Proven {
     pub agent: Agent,
     /// `key`, `jwks`, `oidc` or `spiffe_jwt`.
     pub proof: &'static str,
+    /// The single-use identifier of the proof (an assertion's `jti`), not yet spent: the
+    /// proof holds only once it is, with the task it begins
+    /// ([`writ_store::TaskStore::begin_tasks`]) or alone ([`Identities::spend`]).
+    pub once: Option<OneTime>,
+}
+
+/// Why an assertion is refused the second time.
+pub fn replayed() -> IdentityError {
+    IdentityError(
+        "the assertion was used before (`jti` replay); sign a new one for every request".into(),
+    )
 }
 
 /// Why an identity was not accepted; said to the agent as the `error_description`.
@@ -139,6 +150,20 @@ impl Identities {
         )))
     }
 
+    /// Spends `proven`'s single-use identifier on its own, for a proof that begins no
+    /// task: a replay is refused.
+    pub async fn spend(&self, proven: &Proven, now: i64) -> Result<(), IdentityError> {
+        let Some(once) = &proven.once else {
+            return Ok(());
+        };
+        let first_use = self
+            .store
+            .remember_once(&once.scope, &once.id, once.expires_at, now)
+            .await
+            .map_err(|e| internal("could not check the assertion for replay", e))?;
+        if first_use { Ok(()) } else { Err(replayed()) }
+    }
+
     /// RFC 7523: an agent signs its own short-lived, single-use assertion.
     async fn prove_assertion(
         &self,
@@ -214,23 +239,17 @@ impl Identities {
             .ok_or_else(|| {
                 IdentityError("the assertion needs a `jti` (1 to 256 characters)".into())
             })?;
-        let first_use = self
-            .store
-            .remember_once(
-                "assertion",
-                &format!("{agent_id}:{jti}"),
-                claims.exp + skew,
-                now,
-            )
-            .await
-            .map_err(|e| internal("could not check the assertion for replay", e))?;
-        if !first_use {
-            return Err(IdentityError(
-                "the assertion was used before (`jti` replay); sign a new one for every request"
-                    .into(),
-            ));
-        }
-        Ok(Proven { agent, proof })
+        // Spent by whoever acts on the proof: with the task it begins, or alone.
+        let once = OneTime {
+            scope: "assertion".to_owned(),
+            id: format!("{agent_id}:{jti}"),
+            expires_at: claims.exp + skew,
+        };
+        Ok(Proven {
+            agent,
+            proof,
+            once: Some(once),
+        })
     }
 
     async fn prove_oidc(
@@ -356,7 +375,11 @@ impl Identities {
                 )));
             }
         };
-        Ok(Proven { agent, proof })
+        Ok(Proven {
+            agent,
+            proof,
+            once: None,
+        })
     }
 }
 

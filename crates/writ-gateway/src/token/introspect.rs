@@ -88,9 +88,14 @@ impl Issuer {
             form.get("client_assertion"),
         ) {
             (Some(CLIENT_ASSERTION_JWT), Some(assertion)) => {
-                let proven = self.identities.prove(assertion, now).await.map_err(|e| {
-                    OAuthError::new("invalid_client", format!("`client_assertion`: {e}"))
-                })?;
+                let invalid =
+                    |e| OAuthError::new("invalid_client", format!("`client_assertion`: {e}"));
+                let proven = self
+                    .identities
+                    .prove(assertion, now)
+                    .await
+                    .map_err(invalid)?;
+                self.identities.spend(&proven, now).await.map_err(invalid)?;
                 if proven.agent.disabled {
                     return Err(OAuthError::new(
                         "invalid_client",

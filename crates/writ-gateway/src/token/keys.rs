@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use rand_core::OsRng;
@@ -32,15 +34,30 @@ pub struct KeyRing {
 }
 
 struct Keys {
-    signer: Option<(String, Algorithm, EncodingKey)>,
+    signer: Option<Signer>,
     verifiers: HashMap<String, (Algorithm, DecodingKey)>,
     jwks: JwkSet,
+}
+
+/// A JWT part: the JSON of `value`, base64url without padding.
+fn json_part(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(value)?))
+}
+
+/// The key new writs are signed with.
+struct Signer {
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+    /// An Ed25519 key, expanded once: `jsonwebtoken` reads the key from its PKCS#8 form
+    /// and derives its public half for every signature, a third of a writ's signing.
+    ed25519: Option<ed25519_dalek::SigningKey>,
 }
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keys")
-            .field("signer", &self.signer.as_ref().map(|(kid, ..)| kid))
+            .field("signer", &self.signer.as_ref().map(|s| &s.kid))
             .field("verifiers", &self.verifiers.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -163,7 +180,23 @@ impl KeyRing {
                 && record.retired_at.is_none()
                 && record.algorithm == self.algorithm.as_str()
             {
-                signer = Some((record.kid.clone(), alg, encoding));
+                let ed25519 = match alg {
+                    Algorithm::EdDSA => Some(
+                        ed25519_dalek::SigningKey::from_pkcs8_pem(&record.private_pem).map_err(
+                            |e| KeyError::Bad {
+                                kid: record.kid.clone(),
+                                message: e.to_string(),
+                            },
+                        )?,
+                    ),
+                    _ => None,
+                };
+                signer = Some(Signer {
+                    kid: record.kid.clone(),
+                    alg,
+                    key: encoding,
+                    ed25519,
+                });
             }
         }
         let keys = Keys {
@@ -187,17 +220,30 @@ impl KeyRing {
     /// Signs `claims` as a JWT with header `typ`.
     pub fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
         let keys = self.snapshot();
-        let (kid, alg, key) = keys.signer.as_ref().ok_or_else(|| KeyError::Bad {
+        let signer = keys.signer.as_ref().ok_or_else(|| KeyError::Bad {
             kid: String::new(),
             message: "no active signing key".into(),
         })?;
-        let mut header = Header::new(*alg);
+        let mut header = Header::new(signer.alg);
         header.typ = Some(typ.to_owned());
-        header.kid = Some(kid.clone());
-        jsonwebtoken::encode(&header, claims, key).map_err(|e| KeyError::Bad {
-            kid: kid.clone(),
-            message: e.to_string(),
-        })
+        header.kid = Some(signer.kid.clone());
+        let bad = |message: String| KeyError::Bad {
+            kid: signer.kid.clone(),
+            message,
+        };
+        let Some(ed25519) = &signer.ed25519 else {
+            return jsonwebtoken::encode(&header, claims, &signer.key)
+                .map_err(|e| bad(e.to_string()));
+        };
+        // What `jsonwebtoken::encode` makes (the tests hold this to it), with the key
+        // already expanded.
+        let header = json_part(&header).map_err(|e| bad(e.to_string()))?;
+        let claims = json_part(claims).map_err(|e| bad(e.to_string()))?;
+        let mut jwt = format!("{header}.{claims}");
+        let signature = ed25519_dalek::Signer::sign(ed25519, jwt.as_bytes());
+        jwt.push('.');
+        jwt.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        Ok(jwt)
     }
 
     /// The id of the key new writs are signed with, if there is one.
@@ -205,7 +251,7 @@ impl KeyRing {
         self.snapshot()
             .signer
             .as_ref()
-            .map(|(kid, _, _)| kid.clone())
+            .map(|signer| signer.kid.clone())
     }
 
     /// The algorithm and key that verify writs signed with key `kid`.
@@ -236,4 +282,58 @@ pub async fn drop_expired(store: &dyn Store, max_ttl_secs: i64, now: i64) -> Res
     Ok(store
         .drop_retired_keys(now.saturating_sub(max_ttl_secs))
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ed25519 signatures are deterministic, so the writ signed with the expanded key
+    /// must be, byte for byte, the one `jsonwebtoken::encode` signs.
+    #[tokio::test]
+    async fn a_writ_signed_with_the_expanded_key_is_what_jsonwebtoken_signs() {
+        let store = writ_store::SqliteStore::open_in_memory().await.unwrap();
+        let ring = KeyRing::load(&store, SigningAlgorithm::EdDSA, 1_000)
+            .await
+            .unwrap();
+        let claims = serde_json::json!({
+            "iss": "https://writ.example", "sub": "agt_1", "exp": 2_000, "iat": 1_000,
+            "task": "tsk_1", "act": {"sub": "agt_2", "act": {"sub": "agt_3"}},
+            "purpose": "quotes \" and \\ and ünïcode",
+        });
+        let fast = ring.sign("at+jwt", &claims).unwrap();
+        let keys = ring.snapshot();
+        let signer = keys.signer.as_ref().unwrap();
+        assert!(signer.ed25519.is_some());
+        let mut header = Header::new(signer.alg);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(signer.kid.clone());
+        let reference = jsonwebtoken::encode(&header, &claims, &signer.key).unwrap();
+        assert_eq!(fast, reference);
+        let (alg, key) = ring.verifier(&signer.kid).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(&fast, &key, &validation).unwrap();
+        assert_eq!(decoded.claims, claims);
+    }
+
+    /// ES256 signatures are not deterministic: those writs are signed by `jsonwebtoken`.
+    #[tokio::test]
+    async fn es256_writs_are_signed_and_verify() {
+        let store = writ_store::SqliteStore::open_in_memory().await.unwrap();
+        let ring = KeyRing::load(&store, SigningAlgorithm::ES256, 1_000)
+            .await
+            .unwrap();
+        let claims = serde_json::json!({"sub": "agt_1", "exp": 2_000});
+        let jwt = ring.sign("at+jwt", &claims).unwrap();
+        let kid = ring.current_kid().unwrap();
+        assert!(ring.snapshot().signer.as_ref().unwrap().ed25519.is_none());
+        let (alg, key) = ring.verifier(&kid).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(&jwt, &key, &validation).unwrap();
+        assert_eq!(decoded.claims, claims);
+    }
 }

@@ -22,6 +22,7 @@
 //! [`FOLLOW_EVERY`].
 
 mod authenticate;
+mod delegate;
 pub mod dpop;
 pub mod endpoints;
 mod exchange;
@@ -32,6 +33,7 @@ mod jwt;
 pub mod keys;
 mod live;
 mod oauth;
+mod writer;
 pub mod writs;
 
 use std::sync::Arc;
@@ -60,6 +62,7 @@ pub use writs::{WRIT_TYP, WritClaims};
 use dpop::ProofChecker;
 use identity::Identities;
 use keys::{KeyError, KeyRing};
+use writer::TaskWriter;
 use writs::WritVerifier;
 
 /// How often the change feed is read for revocations and key rotations made elsewhere,
@@ -135,6 +138,8 @@ pub enum TokenStartError {
     Keys(#[from] KeyError),
     #[error("admin token: {0}")]
     Admin(String),
+    #[error("could not open the store's connection for new tasks: {0}")]
+    Tasks(writ_store::StoreError),
 }
 
 /// The token service: the three pieces and what they share. Each caller takes the
@@ -216,6 +221,8 @@ impl TokenService {
             live: live.clone(),
             admin_token,
             audit: audit.clone(),
+            writer: TaskWriter::new(store.clone(), clock.clone())
+                .map_err(TokenStartError::Tasks)?,
             clock: clock.clone(),
         };
         Ok(Arc::new(Self {

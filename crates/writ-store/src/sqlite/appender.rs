@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 use writ_audit::{Checkpoint, Record};
@@ -91,14 +92,41 @@ fn checkpoint(conn: &Connection) -> StoreResult<()> {
 }
 
 /// A blocking read-write connection to the store's file.
-fn connect(path: &Path) -> StoreResult<Connection> {
+pub(super) fn connect(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| database(&e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| database(&e))?;
+    conn.busy_handler(Some(wait_briefly))
+        .map_err(|e| database(&e))?;
     Ok(conn)
+}
+
+/// Steps of the first wait for another connection's write lock, and how many.
+const BRIEF_STEP: Duration = Duration::from_micros(50);
+const BRIEF_STEPS: i32 = 2_000;
+
+/// Waits for another connection's write lock, until [`BUSY_TIMEOUT`]: in steps of 50 µs
+/// for the first 100 ms, then of 1 ms. SQLite's own handler sleeps 1 ms at the first
+/// try and longer after, while the gateway's writers (audit records, new tasks) hold
+/// the lock for tens of microseconds each: one writer meeting the other then waited
+/// far longer than both commits took.
+fn wait_briefly(tries: i32) -> bool {
+    let (step, waited) = if tries < BRIEF_STEPS {
+        (BRIEF_STEP, BRIEF_STEP * tries.unsigned_abs())
+    } else {
+        let later = (tries - BRIEF_STEPS).unsigned_abs();
+        (
+            Duration::from_millis(1),
+            BRIEF_STEP * BRIEF_STEPS.unsigned_abs() + Duration::from_millis(u64::from(later)),
+        )
+    };
+    if waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(step);
+    true
 }
 
 impl SqliteAppender {
@@ -236,13 +264,13 @@ fn json(value: &impl serde::Serialize, what: &str) -> StoreResult<String> {
         .map_err(|e| StoreError::Database(format!("cannot encode {what}: {e}")))
 }
 
-fn database(err: &rusqlite::Error) -> StoreError {
+pub(super) fn database(err: &rusqlite::Error) -> StoreError {
     StoreError::Database(err.to_string())
 }
 
 /// A unique or primary key violation is a conflict over `what`; anything else a
 /// database error.
-fn write_error(err: &rusqlite::Error, what: &str) -> StoreError {
+pub(super) fn write_error(err: &rusqlite::Error, what: &str) -> StoreError {
     match err {
         rusqlite::Error::SqliteFailure(e, _)
             if e.code == ErrorCode::ConstraintViolation

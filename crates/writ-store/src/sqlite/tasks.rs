@@ -1,15 +1,162 @@
-//! Tasks: recorded active, ended (with every active descendant revoked in the same
+//! Tasks: recorded active (one by one, or many at once with the one-time identifiers
+//! their requests spent), ended (with every active descendant revoked in the same
 //! transaction), counted, expired.
 
+use std::collections::{BTreeSet, HashSet};
+
 use async_trait::async_trait;
-use sqlx::{Sqlite, Transaction};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::rows::{self, db, to_i64, to_json, write_error};
-use super::{SqliteStore, changes};
-use crate::{ChangeKind, StoreError, StoreResult, Task, TaskFilter, TaskState, TaskStore};
+use super::{SqliteStore, changes, replay, task_appender};
+use crate::{
+    Begun, ChangeKind, NewTask, OneTime, StoreError, StoreResult, Task, TaskAppender, TaskFilter,
+    TaskState, TaskStore,
+};
+
+/// Records one new task, active with no end whatever it says.
+pub(super) const INSERT_TASK: &str = "INSERT INTO tasks \
+     (id, agent_id, subject_id, parent_id, depth, purpose, category, tools, \
+      data_classes, max_calls, calls, state, reason, proof, jkt, actor_chain, \
+      created_at, expires_at, ended_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'active', NULL, ?12, ?13, \
+             ?14, ?15, ?16, NULL)";
 
 /// Tasks returned by [`TaskStore::tasks`] when the filter sets no limit.
 const DEFAULT_TASK_LIMIT: u32 = 100;
+/// Rows one multi-row `INSERT` carries: 16 parameters a task, well within SQLite's
+/// limit of 32,766 parameters a statement.
+const ROWS_PER_INSERT: usize = 500;
+
+/// The columns of a new task, as [`INSERT_TASK`] names them and in the order [`insert`]
+/// gives their values; the state, reason and end are written as a new task's.
+const TASK_COLUMNS: &str = "(id, agent_id, subject_id, parent_id, depth, purpose, category, \
+     tools, data_classes, max_calls, calls, state, reason, proof, jkt, actor_chain, \
+     created_at, expires_at, ended_at)";
+
+/// A task's values as stored, encoded once.
+pub(super) struct Encoded<'t> {
+    pub task: &'t Task,
+    pub tools: String,
+    pub data_classes: String,
+    pub max_calls: Option<i64>,
+    pub calls: i64,
+    pub actor_chain: String,
+}
+
+impl<'t> Encoded<'t> {
+    pub(super) fn new(task: &'t Task) -> StoreResult<Self> {
+        let tools: Vec<String> = task.tools.iter().map(ToString::to_string).collect();
+        Ok(Self {
+            task,
+            tools: to_json(&tools, "tools")?,
+            data_classes: to_json(&task.data_classes, "data classes")?,
+            max_calls: task
+                .max_calls
+                .map(|max| to_i64(max, "max calls"))
+                .transpose()?,
+            calls: to_i64(task.calls, "call count")?,
+            actor_chain: to_json(&task.actor_chain, "actor chain")?,
+        })
+    }
+}
+
+/// The error of inserting `count` tasks, the first being `first`.
+fn insert_error(err: sqlx::Error, first: &str, count: usize) -> StoreError {
+    let which = if count == 1 {
+        format!("task `{first}`")
+    } else {
+        format!("one of {count} tasks beginning with `{first}`")
+    };
+    if rows::is_missing_reference(&err) {
+        StoreError::NotFound(format!("parent task of {which}"))
+    } else {
+        write_error(err, |_| which)
+    }
+}
+
+/// Remembers `spent` (every identifier not yet remembered) inside the caller's
+/// transaction; returns those that were new, as `(scope, id)`.
+async fn remember(
+    tx: &mut Transaction<'_, Sqlite>,
+    spent: &[&OneTime],
+    now: i64,
+) -> StoreResult<HashSet<(String, String)>> {
+    let scopes: BTreeSet<&str> = spent.iter().map(|once| once.scope.as_str()).collect();
+    for scope in scopes {
+        replay::forget_expired(tx, scope, now).await?;
+    }
+    let mut fresh = HashSet::with_capacity(spent.len());
+    for chunk in spent.chunks(ROWS_PER_INSERT) {
+        let mut insert =
+            QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO seen_once (scope, id, expires_at) ");
+        insert.push_values(chunk, |mut row, once| {
+            row.push_bind(once.scope.as_str())
+                .push_bind(once.id.as_str())
+                .push_bind(once.expires_at);
+        });
+        // An ignored row (remembered before, or earlier in this statement) is not
+        // returned: only the identifiers seen for the first time are.
+        insert.push(" RETURNING scope, id");
+        let inserted = insert
+            .build()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        for row in &inserted {
+            fresh.insert(scope_and_id(row)?);
+        }
+    }
+    Ok(fresh)
+}
+
+fn scope_and_id(row: &SqliteRow) -> StoreResult<(String, String)> {
+    Ok((
+        row.try_get("scope").map_err(db)?,
+        row.try_get("id").map_err(db)?,
+    ))
+}
+
+/// Inserts `tasks` as new, active tasks inside the caller's transaction.
+async fn insert(tx: &mut Transaction<'_, Sqlite>, tasks: &[Encoded<'_>]) -> StoreResult<()> {
+    for chunk in tasks.chunks(ROWS_PER_INSERT) {
+        let Some(first) = chunk.first() else {
+            continue;
+        };
+        let mut insert = QueryBuilder::<Sqlite>::new(format!("INSERT INTO tasks {TASK_COLUMNS} "));
+        insert.push_values(chunk, |mut row, e| {
+            let task = e.task;
+            row.push_bind(task.id.as_str())
+                .push_bind(task.agent_id.as_str())
+                .push_bind(task.subject_id.as_str())
+                .push_bind(task.parent_id.as_deref())
+                .push_bind(task.depth)
+                .push_bind(task.purpose.as_str())
+                .push_bind(task.category.as_deref())
+                .push_bind(e.tools.as_str())
+                .push_bind(e.data_classes.as_str())
+                .push_bind(e.max_calls)
+                .push_bind(e.calls)
+                .push("'active'")
+                .push("NULL")
+                .push_bind(task.proof.as_str())
+                .push_bind(task.jkt.as_deref())
+                .push_bind(e.actor_chain.as_str())
+                .push_bind(task.created_at)
+                .push_bind(task.expires_at)
+                .push("NULL");
+        });
+        insert
+            .build()
+            .persistent(false)
+            .execute(&mut **tx)
+            .await
+            .map_err(|err| insert_error(err, &first.task.id, chunk.len()))?;
+    }
+    Ok(())
+}
 
 const REASON_PARENT_ENDED: &str = "parent task ended";
 const REASON_EXPIRED: &str = "expired";
@@ -73,45 +220,79 @@ impl TaskStore for SqliteStore {
     /// `ended_at` say: a task begins active. A missing agent or parent task is
     /// [`StoreError::NotFound`].
     async fn insert_task(&self, task: &Task) -> StoreResult<()> {
-        let tools: Vec<String> = task.tools.iter().map(ToString::to_string).collect();
-        sqlx::query(
-            "INSERT INTO tasks \
-             (id, agent_id, subject_id, parent_id, depth, purpose, category, tools, \
-              data_classes, max_calls, calls, state, reason, proof, jkt, actor_chain, \
-              created_at, expires_at, ended_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'active', NULL, ?12, ?13, \
-                     ?14, ?15, ?16, NULL)",
-        )
-        .bind(&task.id)
-        .bind(&task.agent_id)
-        .bind(&task.subject_id)
-        .bind(&task.parent_id)
-        .bind(task.depth)
-        .bind(&task.purpose)
-        .bind(&task.category)
-        .bind(to_json(&tools, "tools")?)
-        .bind(to_json(&task.data_classes, "data classes")?)
-        .bind(
-            task.max_calls
-                .map(|max| to_i64(max, "max calls"))
-                .transpose()?,
-        )
-        .bind(to_i64(task.calls, "call count")?)
-        .bind(&task.proof)
-        .bind(&task.jkt)
-        .bind(to_json(&task.actor_chain, "actor chain")?)
-        .bind(task.created_at)
-        .bind(task.expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|err| {
-            if rows::is_missing_reference(&err) {
-                StoreError::NotFound(format!("parent task of task `{}`", task.id))
-            } else {
-                write_error(err, |_| format!("task `{}`", task.id))
-            }
-        })?;
+        let e = Encoded::new(task)?;
+        sqlx::query(INSERT_TASK)
+            .bind(&task.id)
+            .bind(&task.agent_id)
+            .bind(&task.subject_id)
+            .bind(&task.parent_id)
+            .bind(task.depth)
+            .bind(&task.purpose)
+            .bind(&task.category)
+            .bind(&e.tools)
+            .bind(&e.data_classes)
+            .bind(e.max_calls)
+            .bind(e.calls)
+            .bind(&task.proof)
+            .bind(&task.jkt)
+            .bind(&e.actor_chain)
+            .bind(task.created_at)
+            .bind(task.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| insert_error(err, &task.id, 1))?;
         Ok(())
+    }
+
+    /// Every identifier in one multi-row statement and every task in another, so a
+    /// batch costs the same few statements whatever its size. Tasks are recorded as
+    /// [`insert_task`](Self::insert_task) records one.
+    async fn begin_tasks(&self, tasks: &[NewTask], now: i64) -> StoreResult<Vec<Begun>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = tasks
+            .iter()
+            .map(|new| Encoded::new(&new.task))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let spent: Vec<&OneTime> = tasks.iter().filter_map(|new| new.once.as_ref()).collect();
+        let mut tx = self.begin().await?;
+        let mut fresh = if spent.is_empty() {
+            HashSet::new()
+        } else {
+            remember(&mut tx, &spent, now).await?
+        };
+        // INVARIANT: an identifier returned as new is claimed by the first task that
+        // spent it; any later task with the same identifier is a replay.
+        let outcomes: Vec<Begun> = tasks
+            .iter()
+            .map(|new| match &new.once {
+                None => Begun::Recorded,
+                Some(once) if fresh.remove(&(once.scope.clone(), once.id.clone())) => {
+                    Begun::Recorded
+                }
+                Some(_) => Begun::Replayed,
+            })
+            .collect();
+        let recorded: Vec<Encoded<'_>> = encoded
+            .into_iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == Begun::Recorded)
+            .map(|(e, _)| e)
+            .collect();
+        insert(&mut tx, &recorded).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcomes)
+    }
+
+    fn task_appender(&self) -> StoreResult<Option<Box<dyn TaskAppender>>> {
+        match &self.path {
+            Some(path) => Ok(Some(Box::new(task_appender::SqliteTaskAppender::open(
+                path,
+            )?))),
+            // An in-memory database is reachable through its one pooled connection only.
+            None => Ok(None),
+        }
     }
 
     async fn task(&self, id: &str) -> StoreResult<Option<Task>> {

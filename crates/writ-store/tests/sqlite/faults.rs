@@ -6,8 +6,8 @@ use std::sync::Arc;
 use writ_audit::{Chain, Event, kinds};
 use writ_store::faults::{Fault, FaultyStore};
 use writ_store::{
-    AgentStore, AuditStore, ChangeFeed, ReplayCache, SigningKeyStore, StoreError, TaskStore,
-    ToolPinStore,
+    AgentStore, AuditStore, Begun, ChangeFeed, NewTask, OneTime, ReplayCache, SigningKeyStore,
+    StoreError, TaskStore, ToolPinStore,
 };
 
 use crate::{agent, key, open, task};
@@ -71,6 +71,64 @@ async fn a_switched_on_fault_refuses_before_the_store_and_can_be_switched_off() 
         .unwrap();
     assert!(inner.task("tsk_1").await.unwrap().is_some());
     assert_eq!(faulty.refused(Fault::TaskWrites), 1);
+}
+
+/// Tasks begun with an identifier are both task writes and replay checks: either switch
+/// refuses them; without an identifier, only task writes do.
+#[tokio::test]
+async fn tasks_begun_with_an_identifier_fail_with_task_writes_or_replay_checks() {
+    let (_dir, inner) = open().await;
+    let faulty = FaultyStore::new(Arc::new(inner.clone()));
+    faulty.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    let spending = |id: &str, jti: Option<&str>| NewTask {
+        task: task(id, "agt_1", 100),
+        once: jti.map(|jti| OneTime {
+            scope: "assertion".into(),
+            id: jti.into(),
+            expires_at: 200,
+        }),
+    };
+    faulty.fail(Fault::ReplayChecks, true);
+    let err = faulty
+        .begin_tasks(&[spending("tsk_1", Some("a"))], 100)
+        .await
+        .unwrap_err();
+    assert!(is_injected(&err), "{err:?}");
+    assert_eq!(
+        faulty
+            .begin_tasks(&[spending("tsk_2", None)], 100)
+            .await
+            .unwrap(),
+        [Begun::Recorded]
+    );
+    faulty.fail(Fault::ReplayChecks, false);
+    faulty.fail(Fault::TaskWrites, true);
+    let err = faulty
+        .begin_tasks(&[spending("tsk_3", None)], 100)
+        .await
+        .unwrap_err();
+    assert!(is_injected(&err), "{err:?}");
+    assert_eq!(inner.task("tsk_1").await.unwrap(), None);
+    assert_eq!(inner.task("tsk_3").await.unwrap(), None);
+    assert_eq!(faulty.refused(Fault::TaskWrites), 1);
+    assert_eq!(faulty.refused(Fault::ReplayChecks), 1);
+
+    // A task appender handed out before the switch was thrown fails while it is on.
+    faulty.fail(Fault::TaskWrites, false);
+    let mut appender = faulty.task_appender().unwrap().unwrap();
+    faulty.fail(Fault::TaskWrites, true);
+    let err = appender
+        .begin_tasks(&[spending("tsk_4", None)], 100)
+        .unwrap_err();
+    assert!(is_injected(&err), "{err:?}");
+    faulty.fail(Fault::TaskWrites, false);
+    assert_eq!(
+        appender
+            .begin_tasks(&[spending("tsk_4", Some("b"))], 100)
+            .unwrap(),
+        [Begun::Recorded]
+    );
+    assert!(inner.task("tsk_4").await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Tasks: recording, listing, ending, revoking down the delegation tree, expiring.
 
 use writ_store::{
-    AgentStore, ChangeFeed, ChangeKind, StoreError, TaskFilter, TaskState, TaskStore,
+    AgentStore, Begun, ChangeFeed, ChangeKind, NewTask, OneTime, ReplayCache, StoreError,
+    TaskFilter, TaskState, TaskStore,
 };
 
 use crate::{agent, all_changes, child, ids, open, pattern, state, task};
@@ -49,6 +50,142 @@ async fn task_round_trips_and_begins_active() {
     orphan.parent_id = Some("tsk_missing".into());
     let err = store.insert_task(&orphan).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+fn spending(task: writ_store::Task, jti: Option<&str>) -> NewTask {
+    NewTask {
+        once: jti.map(|id| OneTime {
+            scope: "assertion".into(),
+            id: id.into(),
+            expires_at: 160,
+        }),
+        task,
+    }
+}
+
+/// Begins `tasks` through the pool, or through a task appender of the store's own.
+async fn begin(
+    store: &writ_store::SqliteStore,
+    own: bool,
+    tasks: &[NewTask],
+    now: i64,
+) -> Result<Vec<Begun>, StoreError> {
+    if own {
+        let mut appender = store.task_appender().unwrap().unwrap();
+        appender.begin_tasks(tasks, now)
+    } else {
+        store.begin_tasks(tasks, now).await
+    }
+}
+
+/// Many tasks at once, each with the identifier its request spent: recorded as one by
+/// one, a replay refused per task — remembered before, or spent by an earlier task of
+/// the same call — and its task not recorded. Through the pool and through the
+/// store's own connection alike.
+#[tokio::test]
+async fn begin_tasks_records_tasks_and_refuses_replays_one_by_one() {
+    for own in [false, true] {
+        let (_dir, store) = open().await;
+        store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+        assert!(
+            store
+                .remember_once("assertion", "used", 160, 100)
+                .await
+                .unwrap()
+        );
+        let root = task("tsk_1", "agt_1", 100);
+        let mut tasks = vec![
+            spending(root.clone(), Some("j1")),
+            spending(task("tsk_2", "agt_1", 100), Some("used")),
+            spending(task("tsk_3", "agt_1", 100), Some("j3")),
+            spending(task("tsk_4", "agt_1", 100), Some("j3")),
+            spending(child("tsk_5", "agt_1", &root, 100), None),
+        ];
+        // Whatever the caller says, a new task is active with no end.
+        tasks[2].task.state = TaskState::Revoked;
+        tasks[2].task.ended_at = Some(5);
+        let outcomes = begin(&store, own, &tasks, 100).await.unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                Begun::Recorded,
+                Begun::Replayed,
+                Begun::Recorded,
+                Begun::Replayed,
+                Begun::Recorded
+            ],
+            "own connection: {own}"
+        );
+        assert_eq!(store.task("tsk_1").await.unwrap(), Some(root.clone()));
+        assert_eq!(store.task("tsk_2").await.unwrap(), None);
+        let third = store.task("tsk_3").await.unwrap().unwrap();
+        assert_eq!((third.state, third.ended_at), (TaskState::Active, None));
+        assert_eq!(store.task("tsk_4").await.unwrap(), None);
+        assert_eq!(store.task("tsk_5").await.unwrap().unwrap().depth, 1);
+        // The identifiers are remembered as `remember_once` remembers them…
+        assert!(
+            !store
+                .remember_once("assertion", "j1", 160, 120)
+                .await
+                .unwrap()
+        );
+        // …and forgotten at their expiry, here by the next call.
+        let again = [spending(task("tsk_6", "agt_1", 160), Some("j3"))];
+        assert_eq!(
+            begin(&store, own, &again, 160).await.unwrap(),
+            [Begun::Recorded]
+        );
+        assert_eq!(begin(&store, own, &[], 160).await.unwrap(), []);
+    }
+}
+
+/// A task that cannot be recorded refuses its whole call: nothing of it is recorded,
+/// and its identifiers are not spent.
+#[tokio::test]
+async fn begin_tasks_records_nothing_when_a_task_fails() {
+    for own in [false, true] {
+        let (_dir, store) = open().await;
+        store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+        let mut orphan = task("tsk_2", "agt_1", 100);
+        orphan.parent_id = Some("tsk_missing".into());
+        let tasks = [
+            spending(task("tsk_1", "agt_1", 100), Some("j1")),
+            spending(orphan, Some("j2")),
+        ];
+        let err = begin(&store, own, &tasks, 100).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{own}: {err:?}");
+        assert_eq!(store.task("tsk_1").await.unwrap(), None);
+        assert!(
+            store
+                .remember_once("assertion", "j1", 160, 100)
+                .await
+                .unwrap()
+        );
+        let twice = vec![spending(task("tsk_3", "agt_1", 100), None); 2];
+        let err = begin(&store, own, &twice, 100).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{own}: {err:?}");
+        assert_eq!(store.task("tsk_3").await.unwrap(), None);
+    }
+}
+
+/// More tasks than one statement carries.
+#[tokio::test]
+async fn begin_tasks_takes_batches_larger_than_one_statement() {
+    let (_dir, store) = open().await;
+    store.create_agent(&agent("agt_1", "alice")).await.unwrap();
+    let tasks: Vec<NewTask> = (0..1_100)
+        .map(|i| {
+            let id = format!("j{}", i % 1_050);
+            spending(task(&format!("tsk_{i}"), "agt_1", 100), Some(id.as_str()))
+        })
+        .collect();
+    let outcomes = store.begin_tasks(&tasks, 100).await.unwrap();
+    let recorded = outcomes.iter().filter(|o| **o == Begun::Recorded).count();
+    assert_eq!(recorded, 1_050);
+    assert_eq!(outcomes[1_049], Begun::Recorded);
+    assert_eq!(outcomes[1_050], Begun::Replayed);
+    assert!(store.task("tsk_1049").await.unwrap().is_some());
+    assert_eq!(store.task("tsk_1050").await.unwrap(), None);
 }
 
 #[tokio::test]

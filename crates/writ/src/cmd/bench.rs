@@ -332,6 +332,7 @@ impl Bench<'_> {
                 args.tokens > 0,
             ) {
                 eprintln!("writ bench: token · auth {}…", mode.as_str());
+                let cpu_before = self.gateway.cpu()?;
                 let samples = token_phase(
                     &self.gateway.base,
                     key,
@@ -343,6 +344,7 @@ impl Bench<'_> {
                 tokens.push(TokenRun {
                     auth: mode,
                     samples,
+                    cpu: self.gateway.cpu()?.saturating_sub(cpu_before),
                 });
             }
         }
@@ -702,6 +704,14 @@ impl Comparison {
 struct TokenRun {
     auth: AuthMode,
     samples: Samples,
+    /// The gateway's CPU time over the exchanges.
+    cpu: Duration,
+}
+
+impl TokenRun {
+    fn cpu_us_per_exchange(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.samples.latencies.len().max(1) as f64
+    }
 }
 
 /// Prints every comparison and token run, as tables or as JSON lines.
@@ -723,7 +733,8 @@ fn report(args: &Args, comparisons: &[Comparison], tokens: &[TokenRun], process:
                 "{}",
                 json!({
                     "scenario": "token", "auth": run.auth.as_str(), "clients": args.clients,
-                    "direct": null, "writ": run.samples.summary(), "gateway": process_json,
+                    "direct": null, "writ": run.samples.summary(),
+                    "cpu_us_per_exchange": run.cpu_us_per_exchange(), "gateway": process_json,
                 })
             );
         }
@@ -735,13 +746,14 @@ fn report(args: &Args, comparisons: &[Comparison], tokens: &[TokenRun], process:
     for run in tokens {
         let t = &run.samples;
         println!(
-            "\nscenario token: {} token exchanges ({} clients, auth {}): p50 {:.3} ms, p99 {:.3} ms, {:.0} exchanges/s",
+            "\nscenario token: {} token exchanges ({} clients, auth {}): p50 {:.3} ms, p99 {:.3} ms, {:.0} exchanges/s; gateway CPU {:.0} µs per exchange",
             t.latencies.len(),
             args.clients,
             run.auth.as_str(),
             t.percentile(50.0),
             t.percentile(99.0),
-            t.throughput()
+            t.throughput(),
+            run.cpu_us_per_exchange()
         );
     }
     println!(
