@@ -18,6 +18,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         // Without authentication the gateway keeps no state: no store is opened.
         AuthMode::Off => Running::start(&config).await?,
     };
+    // Listening for SIGTERM before saying so: a script that stops the gateway as soon as
+    // it reads the line below must find it ready to drain.
+    let signal = super::shutdown_signal();
     tracing::info!(url = %running.mcp_url(), servers = config.servers.len(), "writ is listening");
     // One line on stdout that scripts can wait for.
     #[expect(
@@ -29,7 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let token = running.shutdown_token();
     tokio::spawn(async move {
-        super::shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down: draining in-flight calls");
         token.cancel();
     });
