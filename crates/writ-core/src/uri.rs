@@ -429,6 +429,15 @@ mod tests {
         for bad in ["a://{", "a://}", "a://{}", "a://{a b}"] {
             assert!(UriTemplate::parse(bad).is_err(), "{bad}");
         }
+        // Worst input: huge, or a template of nothing but expressions, ends in an answer.
+        let huge = format!("file:///{}", "a/".repeat(MAX_URI_LEN));
+        assert!(check(&huge).unwrap_err().0.contains("longer than"));
+        assert!(UriTemplate::parse(&format!("a://{}", "x".repeat(MAX_URI_LEN))).is_err());
+        let many = format!("a://{}", "{+a}{b}".repeat(500));
+        if let Ok(template) = UriTemplate::parse(&many) {
+            let _ = template.matches(&format!("a://{}", "x/".repeat(2_000)));
+        }
+        assert!(UriPattern::parse(&format!("file:///{}*", "%".repeat(3))).is_err());
         // Regex metacharacters in the literal parts are literal.
         assert!(!t("a://x.y/{n}").matches("a://xzy/1"));
     }
