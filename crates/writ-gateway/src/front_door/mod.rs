@@ -405,10 +405,11 @@ async fn batch(
     admitted: &Admitted,
 ) -> Response {
     let mut answers: Vec<String> = Vec::new();
+    // Answers are held until the whole batch is done: past a limit, the rest of the
+    // batch is refused unforwarded rather than held without limit.
+    let mut answered = 0usize;
     for item in items {
-        // Answers are held until the whole batch is done: past this, the rest of the
-        // batch is refused unforwarded rather than held without limit.
-        let answered: usize = answers.iter().map(String::len).sum();
+        let before = answers.len();
         match item {
             Ok(Message::Request(request)) if request.method == "initialize" => {
                 answers.push(
@@ -451,6 +452,9 @@ async fn batch(
                     .to_response(err.id().map(jsonrpc::Id::as_raw)),
             ),
         }
+        answered += answers
+            .get(before..)
+            .map_or(0, |new| new.iter().map(String::len).sum());
     }
     if answers.is_empty() {
         return StatusCode::ACCEPTED.into_response();

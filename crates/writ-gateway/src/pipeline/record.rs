@@ -27,7 +27,7 @@ fn base(guarded: Guarded<'_>, target: &Target, call: &str, kind: &'static str) -
     let mut event = crate::events::event(kind)
         .with_actor(crate::token::actors(task))
         .with_task(task.id.clone())
-        .with_tool(target.name())
+        .with_tool(target.name().to_owned())
         .with_field("call", call.to_owned())
         .with_field("server", target.server_name.clone());
     match target.use_ {

@@ -133,7 +133,7 @@ pub(crate) fn pin_check(target: &Target) -> Result<(), Refusal> {
     match held {
         None => Ok(()),
         Some(why) => Err(Refusal::Held {
-            target: target.name(),
+            target: target.name().to_owned(),
             why,
         }),
     }
@@ -198,7 +198,7 @@ pub(crate) fn policy(
         return Ok(Vec::new());
     }
     Err(Refusal::Policy {
-        target: target.name(),
+        target: target.name().to_owned(),
         decision,
     })
 }

@@ -28,6 +28,9 @@ pub(crate) struct Target {
     pub server_name: String,
     /// The upstream's own name (tools, prompts) or the URI or template (resources).
     pub upstream_name: String,
+    /// The name the audit log and messages use: `server.tool`, `server.prompt`, or the
+    /// resource's URI. Made once: every record of the use carries it.
+    name: String,
     pub facts: Facts,
 }
 
@@ -72,17 +75,8 @@ const RESOURCE_KINDS: Kinds = Kinds {
 impl Target {
     /// The name the audit log and messages use: `server.tool`, `server.prompt`, or the
     /// resource's URI.
-    pub fn name(&self) -> String {
-        match &self.facts {
-            Facts::Tool(_)
-            | Facts::Content(ContentFacts {
-                kind: ContentKind::Prompt,
-                ..
-            }) => {
-                format!("{}.{}", self.server_name, self.upstream_name)
-            }
-            Facts::Content(content) => content.name.clone(),
-        }
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// What it is, for messages.
@@ -236,6 +230,7 @@ fn tool(gateway: &Gateway, exposed: &str) -> Result<Target, GatewayError> {
         server,
         server_name: config.name.to_string(),
         upstream_name: name.to_owned(),
+        name: format!("{}.{name}", config.name),
         facts: Facts::Tool(gateway.tools.get(exposed)),
     })
 }
@@ -254,6 +249,7 @@ fn prompt(gateway: &Gateway, use_: Use, exposed: &str) -> Result<Target, Gateway
         server,
         server_name: config.name.to_string(),
         upstream_name: name.to_owned(),
+        name: format!("{}.{name}", config.name),
         facts: Facts::Content(prompt_facts(config, name)),
     })
 }
@@ -343,6 +339,7 @@ fn resource(
         server: served.server,
         server_name: config.name.to_string(),
         upstream_name: uri.to_owned(),
+        name: uri.to_owned(),
         facts: Facts::Content(resource_facts(config, uri, served.template)),
     })
 }
@@ -366,6 +363,7 @@ fn template(
         server,
         server_name: config.name.to_string(),
         upstream_name: uri.to_owned(),
+        name: uri.to_owned(),
         facts: Facts::Content(resource_facts(config, uri, Some(uri.to_owned()))),
     })
 }
